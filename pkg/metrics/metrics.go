@@ -1,0 +1,82 @@
+// Package metrics holds Paddock's Prometheus metrics (prefix paddock_) and the HTTP endpoint that
+// serves them with the health checks.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/klog/v2"
+)
+
+var (
+	// Registry is Paddock's own registry, so tests and the endpoint see only Paddock's metrics plus the
+	// Go and process collectors.
+	Registry = prometheus.NewRegistry()
+
+	Operations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "paddock_operations_total", Help: "CSI calls by method and gRPC code.",
+	}, []string{"method", "code"})
+	OperationSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "paddock_operation_duration_seconds", Help: "CSI call latency by method.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14),
+	}, []string{"method"})
+	ExportsMounted = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "paddock_exports_mounted", Help: "NFS exports the controller holds mounted.",
+	})
+	ExportMounts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "paddock_export_mounts_total", Help: "Export mounts by reason (first, remount after a stale handle).",
+	}, []string{"reason"})
+	ReaperRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "paddock_reaper_removed_total", Help: "Trash and expired archive entries removed by the reaper.",
+	}, []string{"kind"})
+	ReaperErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "paddock_reaper_errors_total", Help: "Reaper passes that failed (they are retried).",
+	})
+	Recycled = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "paddock_recycled_total", Help: "Recycle attempts by result.",
+	}, []string{"result"})
+	Provisioned = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "paddock_provisioner_operations_total", Help: "Embedded provisioner operations by op and result.",
+	}, []string{"op", "result"})
+)
+
+func init() {
+	Registry.MustRegister(Operations, OperationSeconds, ExportsMounted, ExportMounts, ReaperRemoved, ReaperErrors,
+		Recycled, Provisioned, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+}
+
+// Serve runs the HTTP endpoint (/metrics, /healthz, /readyz) until ctx ends. ready reports readiness.
+func Serve(ctx context.Context, addr string, ready func() error) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	klog.InfoS("Serving metrics and health", "address", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

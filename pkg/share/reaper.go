@@ -1,0 +1,263 @@
+package share
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+
+	"github.com/paddock-csi/paddock/pkg/metrics"
+	"github.com/paddock-csi/paddock/pkg/mount"
+)
+
+// Kick asks the reaper to sweep an export soon. It never blocks.
+func (w *Workspace) Kick(x Export) {
+	select {
+	case w.kick <- x:
+	default: // a sweep is already queued; it will see this entry too
+	}
+}
+
+// Run is the reaper: it sweeps every known export at start (so removal resumes after a restart), on
+// every Kick, and every ReapInterval (archive retention), until ctx ends. Each export has at most one
+// sweep running, so a dead server stalls only its own export.
+func (w *Workspace) Run(ctx context.Context) {
+	var (
+		mu      sync.Mutex
+		running = map[string]bool{}
+		again   = map[string]bool{}
+	)
+	var start func(x Export)
+	start = func(x Export) {
+		mu.Lock()
+		if running[x.key()] {
+			again[x.key()] = true
+			mu.Unlock()
+			return
+		}
+		running[x.key()] = true
+		mu.Unlock()
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			next, err := w.Reap(ctx, x)
+			if err != nil && ctx.Err() == nil {
+				metrics.ReaperErrors.Inc()
+				klog.ErrorS(err, "Reaper sweep failed; will retry", "server", x.Server, "share", x.Share)
+				next = time.Now().Add(time.Minute)
+			}
+			mu.Lock()
+			delete(running, x.key())
+			rerun := again[x.key()]
+			delete(again, x.key())
+			mu.Unlock()
+			if rerun && ctx.Err() == nil {
+				start(x)
+			} else if !next.IsZero() && ctx.Err() == nil {
+				time.AfterFunc(time.Until(next), func() { w.Kick(x) })
+			}
+		}()
+	}
+	sweepAll := func() {
+		w.mu.Lock()
+		list := make([]Export, 0, len(w.known))
+		for _, x := range w.known {
+			list = append(list, x)
+		}
+		w.mu.Unlock()
+		for _, x := range list {
+			start(x)
+		}
+	}
+	sweepAll()
+	t := time.NewTicker(w.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case x := <-w.kick:
+			start(x)
+		case <-t.C:
+			sweepAll()
+		}
+	}
+}
+
+// Wait waits for running sweeps to return (after Run's context ended).
+func (w *Workspace) Wait() { w.wg.Wait() }
+
+// Reap sweeps one export now: trash entries past the grace period and archives past their retention
+// are removed. It returns when the next entry becomes due (zero if none is waiting).
+func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
+	e, err := w.acquire(ctx, x)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer w.release(e)
+	e.mu.Lock()
+	r := e.root
+	e.mu.Unlock()
+	if r == nil {
+		return time.Time{}, errors.New("export not mounted")
+	}
+	if err := boundedFS(ctx, w.cfg.FSTimeout, "metadata", func() error { return ensureMeta(r) }); err != nil {
+		return time.Time{}, err
+	}
+	now := w.cfg.Now()
+	var next time.Time
+	due := func(t time.Time) bool {
+		if !t.After(now) {
+			return true
+		}
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+		return false
+	}
+	for _, area := range []struct {
+		dir, kind string
+		when      func(string) (time.Time, bool)
+	}{
+		{trashDir, "trash", func(n string) (time.Time, bool) {
+			t, ok := trashTime(n)
+			if !ok {
+				return time.Time{}, true // not named by Paddock, but in the trash all the same
+			}
+			return t.Add(w.cfg.TrashGrace), true
+		}},
+		{archiveDir, "archive", archiveExpiry},
+	} {
+		names, err := w.list(ctx, r, area.dir)
+		if err != nil {
+			return next, err
+		}
+		var victims []string
+		for _, n := range names {
+			if t, ok := area.when(n); ok && due(t) {
+				victims = append(victims, n)
+			}
+		}
+		if len(victims) == 0 {
+			continue
+		}
+		if err := w.removeEntries(ctx, r, area.dir, victims); err != nil {
+			return next, err
+		}
+		metrics.ReaperRemoved.WithLabelValues(area.kind).Add(float64(len(victims)))
+		klog.V(2).InfoS("Reaped", "area", area.kind, "entries", len(victims), "server", x.Server, "share", x.Share)
+	}
+	return next, nil
+}
+
+func (w *Workspace) list(ctx context.Context, r *os.Root, dir string) ([]string, error) {
+	return mount.BoundedValue(ctx, w.cfg.FSTimeout, "list "+dir, func() ([]string, error) {
+		entries, err := fs.ReadDir(r.FS(), dir)
+		names := make([]string, 0, len(entries))
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names, err
+	})
+}
+
+// removeEntries removes whole trees below dir. Directories are opened relative to their parent with
+// O_NOFOLLOW, so a symlink anywhere in a tree is unlinked, never followed; work fans out over
+// ReapWorkers goroutines because each NFS unlink is a round trip.
+func (w *Workspace) removeEntries(ctx context.Context, r *os.Root, dir string, names []string) error {
+	sem := make(chan struct{}, w.cfg.ReapWorkers)
+	// The whole removal may take long for a big tree; it is bounded generously and, if the server
+	// dies, abandoned to finish or fail in the background (it owns its descriptors) while the next
+	// sweep retries.
+	return boundedFS(ctx, 1000*w.cfg.FSTimeout, "remove "+dir, func() error {
+		d, err := r.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return removeAll(ctx, int(d.Fd()), names, sem)
+	})
+}
+
+func removeAll(ctx context.Context, parent int, names []string, sem chan struct{}) error {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	for _, n := range names {
+		if ctx.Err() != nil {
+			fail(ctx.Err())
+			break
+		}
+		select {
+		case sem <- struct{}{}:
+			wg.Add(1)
+			go func(n string) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if err := removeAt(ctx, parent, n, sem); err != nil {
+					fail(err)
+				}
+			}(n)
+		default:
+			if err := removeAt(ctx, parent, n, sem); err != nil {
+				fail(err)
+			}
+		}
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// removeAt removes name in the directory open as parent, recursively, never following symlinks.
+func removeAt(ctx context.Context, parent int, name string, sem chan struct{}) error {
+	err := unix.Unlinkat(parent, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("unlink %s: %w", name, err)
+	}
+	for attempt := 0; ; attempt++ {
+		fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("open %s: %w", name, err)
+		}
+		f := os.NewFile(uintptr(fd), name)
+		children, err := f.Readdirnames(-1)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+		err = removeAll(ctx, int(f.Fd()), children, sem)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		err = unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		// NFS readdir can miss entries that move during the listing: list again a few times.
+		if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) || attempt >= 3 {
+			return fmt.Errorf("rmdir %s: %w", name, err)
+		}
+	}
+}

@@ -1,0 +1,338 @@
+// Package share is the controller's view of NFS exports: each export is mounted once and reused
+// (ref-counted, unmounted when idle, remounted after a stale handle), and volume directories are
+// created, moved to trash, archived and scrubbed inside it. Every path is resolved through os.Root, so
+// nothing outside the export is ever reached, whatever symlinks the export holds.
+package share
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/paddock-csi/paddock/pkg/keylock"
+	"github.com/paddock-csi/paddock/pkg/metrics"
+	"github.com/paddock-csi/paddock/pkg/mount"
+	"github.com/paddock-csi/paddock/pkg/volume"
+)
+
+// Config tunes a Workspace.
+type Config struct {
+	WorkDir     string        // export mount points live in WorkDir/exports
+	IdleTimeout time.Duration // unmount an export nobody used for this long
+	FSTimeout   time.Duration // deadline for one filesystem step on the export
+	// TrashGrace keeps trash entries this long before the reaper removes them (0: at once). It is a
+	// window to recover from a mistaken delete, and lets tests hold the reaper back.
+	TrashGrace   time.Duration
+	ReapInterval time.Duration // how often known exports are swept for trash and expired archives
+	ReapWorkers  int
+	Mounter      mount.Interface
+	Now          func() time.Time
+}
+
+// Export names one NFS export as mounted by the controller.
+type Export struct {
+	Server  string `json:"server"`
+	Share   string `json:"share"`
+	NFSVers string `json:"nfsvers,omitempty"`
+}
+
+func exportOf(v volume.Volume) Export {
+	return Export{Server: v.Server, Share: v.Share, NFSVers: v.NFSVers}
+}
+
+func (x Export) key() string { return x.Server + "\x00" + x.Share + "\x00" + x.NFSVers }
+
+func (x Export) options() []string {
+	if x.NFSVers != "" {
+		return []string{"nfsvers=" + x.NFSVers}
+	}
+	return nil
+}
+
+// Workspace holds the controller's export mounts.
+type Workspace struct {
+	cfg   Config
+	locks keylock.Locks // per volume directory
+
+	mu      sync.Mutex
+	exports map[string]*export
+	known   map[string]Export // every export ever used, persisted so the reaper resumes after a restart
+	kick    chan Export
+	wg      sync.WaitGroup
+	closed  bool
+}
+
+type export struct {
+	x     Export
+	path  string
+	refs  int
+	timer *time.Timer
+
+	mu      sync.Mutex // guards root and mounted; held while (re)mounting
+	root    *os.Root
+	mounted bool
+	gen     int // bumped on every remount so concurrent stale errors remount once
+}
+
+// New creates a workspace. Call Run to start the reaper.
+func New(cfg Config) (*Workspace, error) {
+	if cfg.Mounter == nil {
+		return nil, errors.New("share: no mounter")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.FSTimeout <= 0 {
+		cfg.FSTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 5 * time.Minute
+	}
+	if cfg.ReapInterval <= 0 {
+		cfg.ReapInterval = time.Hour
+	}
+	if cfg.ReapWorkers <= 0 {
+		cfg.ReapWorkers = 8
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.WorkDir, "exports"), 0o700); err != nil {
+		return nil, fmt.Errorf("creating work dir: %w", err)
+	}
+	w := &Workspace{cfg: cfg, exports: map[string]*export{}, known: map[string]Export{}, kick: make(chan Export, 64)}
+	if b, err := os.ReadFile(w.knownFile()); err == nil {
+		var list []Export
+		if err := json.Unmarshal(b, &list); err != nil {
+			klog.ErrorS(err, "Ignoring unreadable list of known exports", "file", w.knownFile())
+		}
+		for _, x := range list {
+			w.known[x.key()] = x
+		}
+	}
+	return w, nil
+}
+
+func (w *Workspace) knownFile() string { return filepath.Join(w.cfg.WorkDir, "exports.json") }
+
+// acquire returns the export mounted, with a reference the caller must release.
+func (w *Workspace) acquire(ctx context.Context, x Export) (*export, error) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil, errors.New("share: workspace is shut down")
+	}
+	e := w.exports[x.key()]
+	if e == nil {
+		sum := sha256.Sum256([]byte(x.key()))
+		e = &export{x: x, path: filepath.Join(w.cfg.WorkDir, "exports", hex.EncodeToString(sum[:10]))}
+		w.exports[x.key()] = e
+	}
+	e.refs++
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	w.mu.Unlock()
+
+	if err := w.ensureMounted(ctx, e, -1); err != nil {
+		w.release(e)
+		return nil, err
+	}
+	return e, nil
+}
+
+func (w *Workspace) release(e *export) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e.refs--
+	if e.refs > 0 || w.closed {
+		return
+	}
+	e.timer = time.AfterFunc(w.cfg.IdleTimeout, func() { w.idleUnmount(e) })
+}
+
+func (w *Workspace) idleUnmount(e *export) {
+	w.mu.Lock()
+	if e.refs > 0 || w.exports[e.x.key()] != e {
+		w.mu.Unlock()
+		return
+	}
+	delete(w.exports, e.x.key())
+	w.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*w.cfg.FSTimeout)
+	defer cancel()
+	w.unmount(ctx, e)
+	klog.InfoS("Unmounted idle export", "server", e.x.Server, "share", e.x.Share)
+}
+
+func (w *Workspace) unmount(ctx context.Context, e *export) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.root != nil {
+		_ = e.root.Close()
+		e.root = nil
+	}
+	if e.mounted {
+		metrics.ExportsMounted.Dec()
+	}
+	e.mounted = false
+	if err := w.cfg.Mounter.Unmount(ctx, e.path); err != nil {
+		klog.ErrorS(err, "Unmounting export", "server", e.x.Server, "share", e.x.Share)
+	}
+}
+
+// ensureMounted mounts the export if needed. With staleGen >= 0 it remounts, unless another caller
+// already did since generation staleGen.
+func (w *Workspace) ensureMounted(ctx context.Context, e *export, staleGen int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if staleGen >= 0 && e.gen != staleGen {
+		return nil
+	}
+	if e.mounted && staleGen < 0 {
+		return nil
+	}
+	log := klog.FromContext(ctx).WithValues("server", e.x.Server, "share", e.x.Share)
+	reason := "first"
+	if staleGen >= 0 {
+		reason = "stale"
+		log.Info("Export handle is stale, remounting")
+		if e.root != nil {
+			_ = e.root.Close()
+			e.root = nil
+		}
+		if err := w.cfg.Mounter.Unmount(ctx, e.path); err != nil {
+			return fmt.Errorf("unmounting stale export %s:%s: %w", e.x.Server, e.x.Share, err)
+		}
+		if e.mounted {
+			metrics.ExportsMounted.Dec()
+		}
+		e.mounted = false
+	}
+	if err := os.MkdirAll(e.path, 0o700); err != nil {
+		return err
+	}
+	source := mount.Source(e.x.Server, e.x.Share)
+	cur, err := w.cfg.Mounter.MountedAt(e.path)
+	if err != nil {
+		return err
+	}
+	if cur != nil && cur.Source != source {
+		// Left by an earlier run with a different export hashed to the same place: never reuse it.
+		if err := w.cfg.Mounter.Unmount(ctx, e.path); err != nil {
+			return err
+		}
+		cur = nil
+	}
+	if cur == nil {
+		if err := w.cfg.Mounter.Mount(ctx, source, e.path, e.x.options()); err != nil {
+			return fmt.Errorf("mounting export %s: %w", source, err)
+		}
+		metrics.ExportMounts.WithLabelValues(reason).Inc()
+	}
+	root, err := mount.BoundedValue(ctx, w.cfg.FSTimeout, "open export "+source, func() (*os.Root, error) {
+		return os.OpenRoot(e.path)
+	})
+	if err != nil {
+		return fmt.Errorf("opening export %s: %w", source, err)
+	}
+	e.root = root
+	e.mounted = true
+	e.gen++
+	metrics.ExportsMounted.Inc()
+	w.remember(e.x)
+	return nil
+}
+
+func (w *Workspace) remember(x Export) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.known[x.key()]; ok {
+		return
+	}
+	w.known[x.key()] = x
+	list := make([]Export, 0, len(w.known))
+	for _, k := range w.known {
+		list = append(list, k)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].key() < list[j].key() })
+	b, _ := json.MarshalIndent(list, "", "  ")
+	tmp := w.knownFile() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		err = os.Rename(tmp, w.knownFile())
+	}
+}
+
+// withExport runs fn on the export's root with the deadline, remounting once after a stale handle.
+func (w *Workspace) withExport(ctx context.Context, x Export, timeout time.Duration, what string, fn func(r *os.Root) error) error {
+	e, err := w.acquire(ctx, x)
+	if err != nil {
+		return err
+	}
+	defer w.release(e)
+	for attempt := 0; ; attempt++ {
+		e.mu.Lock()
+		root, gen := e.root, e.gen
+		e.mu.Unlock()
+		if root == nil {
+			return fmt.Errorf("export %s:%s is not mounted", x.Server, x.Share)
+		}
+		err = mount.Bounded(ctx, timeout, what, func() error { return fn(root) })
+		if err == nil || !mount.IsStale(err) || attempt > 0 {
+			return err
+		}
+		if rerr := w.ensureMounted(ctx, e, gen); rerr != nil {
+			return fmt.Errorf("%w (remount after stale handle failed: %v)", err, rerr)
+		}
+	}
+}
+
+// lockVolume serializes calls on one volume directory.
+func (w *Workspace) lockVolume(ctx context.Context, v volume.Volume) (func(), error) {
+	return w.locks.Lock(ctx, exportOf(v).key()+"\x00"+v.SubDir)
+}
+
+// Close stops the reaper and unmounts every export.
+func (w *Workspace) Close(ctx context.Context) {
+	w.mu.Lock()
+	w.closed = true
+	list := make([]*export, 0, len(w.exports))
+	for _, e := range w.exports {
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+		list = append(list, e)
+	}
+	w.exports = map[string]*export{}
+	w.mu.Unlock()
+	for _, e := range list {
+		w.unmount(ctx, e)
+	}
+}
+
+// MountedExports reports how many exports are mounted now (metrics and tests).
+func (w *Workspace) MountedExports() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, e := range w.exports {
+		e.mu.Lock()
+		if e.mounted {
+			n++
+		}
+		e.mu.Unlock()
+	}
+	return n
+}
+
+func boundedFS(ctx context.Context, timeout time.Duration, what string, fn func() error) error {
+	return mount.Bounded(ctx, timeout, what, fn)
+}
