@@ -1,0 +1,215 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/paddock-csi/paddock/pkg/share"
+	"github.com/paddock-csi/paddock/pkg/volume"
+)
+
+type controller struct {
+	csi.UnimplementedControllerServer
+	d *Driver
+}
+
+var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+	csi.ControllerServiceCapability_RPC_GET_VOLUME,
+	csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+}
+
+func (c *controller) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	resp := &csi.ControllerGetCapabilitiesResponse{}
+	for _, t := range controllerCaps {
+		resp.Capabilities = append(resp.Capabilities, &csi.ControllerServiceCapability{
+			Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
+	}
+	return resp, nil
+}
+
+// CreateRequest is what the core needs to create a volume; the CSI call and the embedded provisioner
+// both build one, so a StorageClass behaves the same through either.
+type CreateRequest struct {
+	Name         string
+	Parameters   map[string]string
+	Capabilities []*csi.VolumeCapability
+	Required     int64 // bytes; 0 = unspecified
+	Limit        int64 // bytes; 0 = unlimited
+	Vars         volume.TemplateVars
+}
+
+// Create provisions a volume directory and returns the CSI volume.
+func (d *Driver) Create(ctx context.Context, r CreateRequest) (*csi.Volume, error) {
+	if r.Name == "" {
+		return nil, invalid("CreateVolume: name is required")
+	}
+	if err := volume.CheckCapabilities(r.Capabilities); err != nil {
+		return nil, invalid("CreateVolume %s: %v", r.Name, err)
+	}
+	if r.Required < 0 || r.Limit < 0 || (r.Limit > 0 && r.Required > r.Limit) {
+		return nil, status.Errorf(codes.OutOfRange, "CreateVolume %s: capacity range required=%d limit=%d is impossible", r.Name, r.Required, r.Limit)
+	}
+	p, err := volume.ParseParams(r.Parameters)
+	if err != nil {
+		return nil, invalid("CreateVolume %s: %v", r.Name, err)
+	}
+	v, err := p.Volume(r.Name, r.Vars)
+	if err != nil {
+		return nil, invalid("CreateVolume %s: %v", r.Name, err)
+	}
+	capacity := r.Required
+	if capacity == 0 {
+		capacity = r.Limit
+	}
+	got, err := d.share.Create(ctx, v, share.CreateOptions{Mode: modeOf(p.Mode), UID: p.UID, GID: p.GID, Reuse: p.ReuseExisting, Capacity: capacity})
+	if err != nil {
+		return nil, toStatus(v.ID(), err)
+	}
+	if got < r.Required || (r.Limit > 0 && got > r.Limit) {
+		return nil, status.Errorf(codes.AlreadyExists, "volume %s already exists with capacity %d, incompatible with required=%d limit=%d",
+			r.Name, got, r.Required, r.Limit)
+	}
+	klog.FromContext(ctx).V(2).Info("Volume created", "name", r.Name, "volumeID", v.ID(), "subDir", v.SubDir)
+	return &csi.Volume{VolumeId: v.ID(), CapacityBytes: got, VolumeContext: v.Context()}, nil
+}
+
+func (c *controller) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
+	if req.GetVolumeContentSource() != nil {
+		return nil, invalid("CreateVolume %s: volume content sources (clones, snapshots) are not supported", req.GetName())
+	}
+	vol, err := c.d.Create(ctx, CreateRequest{
+		Name: req.GetName(), Parameters: req.GetParameters(), Capabilities: req.GetVolumeCapabilities(),
+		Required: req.GetCapacityRange().GetRequiredBytes(), Limit: req.GetCapacityRange().GetLimitBytes(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &csi.CreateVolumeResponse{Volume: vol}, nil
+}
+
+// Delete applies the volume's onDelete to its directory. An ID that was never a Paddock ID names no
+// volume, which the CSI spec counts as already deleted.
+func (d *Driver) Delete(ctx context.Context, id string) error {
+	if id == "" {
+		return invalid("DeleteVolume: volume_id is required")
+	}
+	v, err := volume.ParseID(id)
+	if errors.Is(err, volume.ErrNotPaddockID) {
+		klog.FromContext(ctx).Info("DeleteVolume of an ID Paddock never issued: nothing to delete", "volumeID", id)
+		return nil
+	}
+	if err != nil {
+		return toStatus(id, err)
+	}
+	if err := d.share.Delete(ctx, v); err != nil {
+		return toStatus(id, err)
+	}
+	klog.FromContext(ctx).V(2).Info("Volume deleted", "volumeID", id, "onDelete", v.OnDelete)
+	return nil
+}
+
+func (c *controller) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
+	if err := c.d.Delete(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	return &csi.DeleteVolumeResponse{}, nil
+}
+
+// existing decodes an ID for calls on a volume that must exist: anything undecodable is NotFound.
+func (d *Driver) existing(ctx context.Context, id string) (volume.Volume, error) {
+	v, err := volume.ParseID(id)
+	if err != nil {
+		return v, status.Errorf(codes.NotFound, "volume %s: %v", id, err)
+	}
+	if err := d.share.Stat(ctx, v); err != nil {
+		return v, toStatus(id, err)
+	}
+	return v, nil
+}
+
+func (c *controller) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("ValidateVolumeCapabilities: volume_id is required")
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, invalid("ValidateVolumeCapabilities %s: volume_capabilities are required", req.GetVolumeId())
+	}
+	if _, err := c.d.existing(ctx, req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if err := volume.CheckCapabilities(req.GetVolumeCapabilities()); err != nil {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+	}
+	if req.GetParameters() != nil {
+		if _, err := volume.ParseParams(req.GetParameters()); err != nil {
+			return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil
+		}
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
+		VolumeContext: req.GetVolumeContext(), VolumeCapabilities: req.GetVolumeCapabilities(), Parameters: req.GetParameters(),
+	}}, nil
+}
+
+func (c *controller) ControllerGetVolume(ctx context.Context, req *csi.ControllerGetVolumeRequest) (*csi.ControllerGetVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("ControllerGetVolume: volume_id is required")
+	}
+	v, err := c.d.existing(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	return &csi.ControllerGetVolumeResponse{
+		Volume: &csi.Volume{VolumeId: req.GetVolumeId(), VolumeContext: v.Context()},
+		Status: &csi.ControllerGetVolumeResponse_VolumeStatus{},
+	}, nil
+}
+
+func (c *controller) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, invalid("ControllerExpandVolume: volume_id is required")
+	}
+	if req.GetCapacityRange() == nil {
+		return nil, invalid("ControllerExpandVolume %s: capacity_range is required", req.GetVolumeId())
+	}
+	if req.GetVolumeCapability() != nil {
+		if err := volume.CheckCapability(req.GetVolumeCapability()); err != nil {
+			return nil, invalid("ControllerExpandVolume %s: %v", req.GetVolumeId(), err)
+		}
+	}
+	v, err := c.d.existing(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, err
+	}
+	want := req.GetCapacityRange().GetRequiredBytes()
+	if l := req.GetCapacityRange().GetLimitBytes(); l > 0 && want > l {
+		return nil, status.Errorf(codes.OutOfRange, "volume %s: required %d exceeds limit %d", req.GetVolumeId(), want, l)
+	}
+	// NFS directories have no size of their own: expansion records the new size and needs no node step.
+	if err := c.d.share.SetCapacity(ctx, v, want); err != nil {
+		return nil, toStatus(req.GetVolumeId(), err)
+	}
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: want, NodeExpansionRequired: false}, nil
+}
+
+// modeOf turns an octal mode from the class (with setuid, setgid and sticky bits) into an os.FileMode.
+func modeOf(m uint32) os.FileMode {
+	fm := os.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		fm |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		fm |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		fm |= os.ModeSticky
+	}
+	return fm
+}

@@ -1,0 +1,46 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/paddock-csi/paddock/pkg/mount"
+	"github.com/paddock-csi/paddock/pkg/share"
+	"github.com/paddock-csi/paddock/pkg/volume"
+)
+
+// toStatus maps an error from the core to the gRPC code the CSI spec asks for, keeping the volume ID
+// and the cause in the message so a person can act on it.
+func toStatus(volID string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err // already chosen by the caller
+	}
+	var pe *volume.ParamError
+	code := codes.Internal
+	switch {
+	case errors.As(err, &pe), errors.Is(err, volume.ErrMalformedID):
+		code = codes.InvalidArgument
+	case errors.Is(err, share.ErrExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, share.ErrConflict), errors.Is(err, share.ErrNotDir):
+		code = codes.FailedPrecondition
+	case errors.Is(err, share.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, mount.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Error(code, fmt.Sprintf("volume %s: %v", volID, err))
+}
+
+func invalid(format string, a ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, a...)
+}
