@@ -1,0 +1,463 @@
+package deploy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	"github.com/paddock-csi/paddock/pkg/volume"
+)
+
+const (
+	driverName     = "nfs.paddock.dev"
+	namespace      = "paddock"
+	nameLabel      = "app.kubernetes.io/name"
+	componentLabel = "app.kubernetes.io/component"
+	baseDir        = "kubernetes"
+	examplesDir    = "examples"
+	kustomization  = "kustomization.yaml"
+)
+
+// clusterScoped are the kinds in deploy/ that have no namespace.
+var clusterScoped = map[string]bool{
+	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true,
+	"CSIDriver": true, "StorageClass": true, "PersistentVolume": true,
+}
+
+type document struct {
+	where string // file:index, for messages
+	file  string
+	obj   runtime.Object
+	gvk   schema.GroupVersionKind
+}
+
+func (d document) name() string {
+	m, err := meta.Accessor(d.obj)
+	if err != nil {
+		return ""
+	}
+	return m.GetName()
+}
+
+// yamlFiles lists the YAML files under dir, sorted.
+func yamlFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() && (strings.HasSuffix(path, ".yaml") || strings.HasSuffix(path, ".yml")) {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(files)
+	return files
+}
+
+// load decodes every Kubernetes document under dir (kustomization files excepted). A document that
+// does not decode to a typed object, or has unknown or duplicate fields, fails the test.
+func load(t *testing.T, dir string) []document {
+	t.Helper()
+	strict := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+		json.SerializerOptions{Strict: true})
+	var docs []document
+	for _, file := range yamlFiles(t, dir) {
+		if filepath.Base(file) == kustomization {
+			continue
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+		for i := 0; ; i++ {
+			raw, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: split documents: %v", file, err)
+			}
+			where := fmt.Sprintf("%s (document %d)", file, i+1)
+			js, err := yaml.YAMLToJSONStrict(raw)
+			if err != nil {
+				t.Errorf("%s: not valid YAML (or a duplicate key): %v", where, err)
+				continue
+			}
+			if s := strings.TrimSpace(string(js)); s == "null" || s == "" {
+				continue // only comments or "---"
+			}
+			obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil)
+			if err != nil {
+				t.Errorf("%s: does not decode to a known Kubernetes type: %v", where, err)
+				continue
+			}
+			if _, isUnknown := obj.(*runtime.Unknown); isUnknown {
+				t.Errorf("%s: %v decoded to runtime.Unknown", where, gvk)
+				continue
+			}
+			if _, _, err := strict.Decode(js, nil, nil); err != nil {
+				t.Errorf("%s: %v: strict decoding: %v", where, gvk, err)
+			}
+			docs = append(docs, document{where: where, file: file, obj: obj, gvk: *gvk})
+		}
+	}
+	if len(docs) == 0 {
+		t.Fatalf("no Kubernetes objects found under %s", dir)
+	}
+	return docs
+}
+
+func TestEveryDocumentDecodes(t *testing.T) {
+	docs := load(t, ".")
+	for _, d := range docs {
+		if d.name() == "" {
+			t.Errorf("%s: %s has no metadata.name", d.where, d.gvk.Kind)
+		}
+	}
+	// Go files and README aside, deploy/ holds nothing but the two trees.
+	for _, f := range yamlFiles(t, ".") {
+		if !strings.HasPrefix(f, baseDir+string(filepath.Separator)) &&
+			!strings.HasPrefix(f, examplesDir+string(filepath.Separator)) {
+			t.Errorf("%s: YAML outside %s/ and %s/", f, baseDir, examplesDir)
+		}
+	}
+}
+
+type kustomizationFile struct {
+	Namespace string   `json:"namespace"`
+	Resources []string `json:"resources"`
+	Images    []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName"`
+		NewTag  string `json:"newTag"`
+	} `json:"images"`
+}
+
+func readKustomization(t *testing.T) kustomizationFile {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(baseDir, kustomization))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kustomizationFile // fields kustomize has and this test does not check are ignored
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		t.Fatalf("%s: %v", kustomization, err)
+	}
+	return k
+}
+
+func TestKustomization(t *testing.T) {
+	k := readKustomization(t)
+	if k.Namespace != namespace {
+		t.Errorf("kustomization namespace = %q, want %q", k.Namespace, namespace)
+	}
+	listed := map[string]bool{}
+	for _, r := range k.Resources {
+		listed[filepath.Clean(filepath.Join(baseDir, r))] = true
+		if _, err := os.Stat(filepath.Join(baseDir, r)); err != nil {
+			t.Errorf("kustomization lists %q: %v", r, err)
+		}
+	}
+	for _, f := range yamlFiles(t, baseDir) {
+		if filepath.Base(f) != kustomization && !listed[f] {
+			t.Errorf("%s is not listed in %s: kubectl apply -k would leave it out", f, kustomization)
+		}
+	}
+
+	// Every image in the base can be pinned through the kustomization's images: list.
+	imageNames := map[string]bool{}
+	for _, im := range k.Images {
+		imageNames[im.Name] = true
+		if im.NewTag == "" && im.NewName == "" {
+			t.Errorf("images entry %q sets neither newTag nor newName", im.Name)
+		}
+	}
+	if !imageNames["ghcr.io/paddock-csi/paddock"] {
+		t.Errorf("kustomization images: has no entry for ghcr.io/paddock-csi/paddock")
+	}
+	for _, d := range load(t, baseDir) {
+		spec := podSpec(d.obj)
+		if spec == nil {
+			continue
+		}
+		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+			name, _, _ := strings.Cut(c.Image, "@")
+			if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
+				name = name[:i]
+			}
+			if !imageNames[name] {
+				t.Errorf("%s: container %q image %q has no kustomization images: entry", d.where, c.Name, c.Image)
+			}
+		}
+	}
+}
+
+func podSpec(obj runtime.Object) *corev1.PodSpec {
+	switch o := obj.(type) {
+	case *appsv1.Deployment:
+		return &o.Spec.Template.Spec
+	case *appsv1.DaemonSet:
+		return &o.Spec.Template.Spec
+	case *corev1.Pod:
+		return &o.Spec
+	}
+	return nil
+}
+
+func TestBaseObjects(t *testing.T) {
+	docs := load(t, baseDir)
+	serviceAccounts := map[string]bool{}
+	roles := map[string]bool{} // "Kind/name"
+	kinds := map[string]int{}
+	for _, d := range docs {
+		kinds[d.gvk.Kind]++
+		m, err := meta.Accessor(d.obj)
+		if err != nil {
+			t.Fatalf("%s: %v", d.where, err)
+		}
+		if got := m.GetLabels()[nameLabel]; got != "paddock" {
+			t.Errorf("%s: %s %s: label %s = %q, want paddock", d.where, d.gvk.Kind, m.GetName(), nameLabel, got)
+		}
+		if clusterScoped[d.gvk.Kind] {
+			if m.GetNamespace() != "" {
+				t.Errorf("%s: cluster-scoped %s %s has namespace %q", d.where, d.gvk.Kind, m.GetName(), m.GetNamespace())
+			}
+		} else if m.GetNamespace() != namespace {
+			t.Errorf("%s: %s %s: namespace %q, want %q", d.where, d.gvk.Kind, m.GetName(), m.GetNamespace(), namespace)
+		}
+		switch o := d.obj.(type) {
+		case *corev1.ServiceAccount:
+			serviceAccounts[o.Name] = true
+		case *rbacv1.ClusterRole:
+			roles["ClusterRole/"+o.Name] = true
+		case *rbacv1.Role:
+			roles["Role/"+o.Name] = true
+		}
+	}
+	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+		"Role", "RoleBinding", "CSIDriver", "Deployment", "DaemonSet", "Service"} {
+		if kinds[kind] == 0 {
+			t.Errorf("base has no %s", kind)
+		}
+	}
+	for _, sa := range []string{"paddock-controller", "paddock-node"} {
+		if !serviceAccounts[sa] {
+			t.Errorf("base has no ServiceAccount %s", sa)
+		}
+	}
+
+	for _, d := range docs {
+		switch o := d.obj.(type) {
+		case *rbacv1.ClusterRoleBinding:
+			checkBinding(t, d.where, o.RoleRef, o.Subjects, roles, serviceAccounts)
+		case *rbacv1.RoleBinding:
+			checkBinding(t, d.where, o.RoleRef, o.Subjects, roles, serviceAccounts)
+		case *rbacv1.ClusterRole:
+			for _, r := range o.Rules {
+				if slices.Contains(r.Verbs, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") {
+					t.Errorf("%s: ClusterRole %s has a wildcard rule %+v", d.where, o.Name, r)
+				}
+				if slices.Contains(r.Resources, "leases") {
+					t.Errorf("%s: Leases belong in the namespaced Role, not ClusterRole %s", d.where, o.Name)
+				}
+				if slices.Contains(r.Resources, "secrets") {
+					t.Errorf("%s: ClusterRole %s grants access to Secrets", d.where, o.Name)
+				}
+			}
+		case *storagev1.CSIDriver:
+			checkCSIDriver(t, d.where, o)
+		case *appsv1.Deployment:
+			checkWorkload(t, d.where, o.Spec.Selector.MatchLabels, o.Spec.Template, serviceAccounts)
+			if o.Spec.Replicas == nil || *o.Spec.Replicas < 2 {
+				t.Errorf("%s: controller Deployment should run 2 replicas (leader election)", d.where)
+			}
+		case *appsv1.DaemonSet:
+			checkWorkload(t, d.where, o.Spec.Selector.MatchLabels, o.Spec.Template, serviceAccounts)
+			checkNode(t, d.where, o)
+		}
+	}
+}
+
+func checkBinding(t *testing.T, where string, ref rbacv1.RoleRef, subjects []rbacv1.Subject, roles, serviceAccounts map[string]bool) {
+	t.Helper()
+	if !roles[ref.Kind+"/"+ref.Name] {
+		t.Errorf("%s: binding refers to %s %s, not defined in the base", where, ref.Kind, ref.Name)
+	}
+	for _, s := range subjects {
+		if s.Kind != "ServiceAccount" || !serviceAccounts[s.Name] || s.Namespace != namespace {
+			t.Errorf("%s: subject %+v is not a ServiceAccount of the base", where, s)
+		}
+		if s.Name == "paddock-node" {
+			t.Errorf("%s: the node ServiceAccount must have no API access", where)
+		}
+	}
+}
+
+func checkCSIDriver(t *testing.T, where string, d *storagev1.CSIDriver) {
+	t.Helper()
+	if d.Name != driverName {
+		t.Errorf("%s: CSIDriver name %q, want %q", where, d.Name, driverName)
+	}
+	if d.Spec.AttachRequired == nil || *d.Spec.AttachRequired {
+		t.Errorf("%s: CSIDriver attachRequired must be false", where)
+	}
+	if d.Spec.PodInfoOnMount == nil || *d.Spec.PodInfoOnMount {
+		t.Errorf("%s: CSIDriver podInfoOnMount must be false", where)
+	}
+	if d.Spec.FSGroupPolicy == nil || *d.Spec.FSGroupPolicy != storagev1.FileFSGroupPolicy {
+		t.Errorf("%s: CSIDriver fsGroupPolicy must be File", where)
+	}
+	if !slices.Equal(d.Spec.VolumeLifecycleModes, []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecyclePersistent}) {
+		t.Errorf("%s: CSIDriver volumeLifecycleModes = %v, want [Persistent]", where, d.Spec.VolumeLifecycleModes)
+	}
+}
+
+// checkWorkload: the selector picks the template, the template has both labels, the service account
+// exists, and every probe names a declared port.
+func checkWorkload(t *testing.T, where string, selector map[string]string, tmpl corev1.PodTemplateSpec, serviceAccounts map[string]bool) {
+	t.Helper()
+	for k, v := range selector {
+		if tmpl.Labels[k] != v {
+			t.Errorf("%s: selector %s=%s does not match the pod template", where, k, v)
+		}
+	}
+	if tmpl.Labels[nameLabel] != "paddock" || tmpl.Labels[componentLabel] == "" {
+		t.Errorf("%s: pod template labels %v lack %s=paddock or %s", where, tmpl.Labels, nameLabel, componentLabel)
+	}
+	if !serviceAccounts[tmpl.Spec.ServiceAccountName] {
+		t.Errorf("%s: serviceAccountName %q is not in the base", where, tmpl.Spec.ServiceAccountName)
+	}
+	for _, c := range tmpl.Spec.Containers {
+		ports := map[string]bool{}
+		for _, p := range c.Ports {
+			ports[p.Name] = true
+		}
+		for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if p != nil && p.HTTPGet != nil && p.HTTPGet.Port.StrVal != "" && !ports[p.HTTPGet.Port.StrVal] {
+				t.Errorf("%s: container %s: probe port %q is not declared", where, c.Name, p.HTTPGet.Port.StrVal)
+			}
+		}
+	}
+}
+
+func checkNode(t *testing.T, where string, ds *appsv1.DaemonSet) {
+	t.Helper()
+	spec := ds.Spec.Template.Spec
+	if !spec.HostNetwork || spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("%s: node plugin needs hostNetwork with dnsPolicy ClusterFirstWithHostNet", where)
+	}
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Errorf("%s: node plugin must not mount a ServiceAccount token", where)
+	}
+	bidirectional := false
+	for _, c := range spec.Containers {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == "/var/lib/kubelet" && m.MountPropagation != nil &&
+				*m.MountPropagation == corev1.MountPropagationBidirectional {
+				bidirectional = true
+				if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
+					t.Errorf("%s: container %s: Bidirectional propagation requires privileged", where, c.Name)
+				}
+			}
+		}
+	}
+	if !bidirectional {
+		t.Errorf("%s: no container mounts /var/lib/kubelet with Bidirectional propagation", where)
+	}
+}
+
+func TestExamples(t *testing.T) {
+	docs := load(t, examplesDir)
+	classes := map[string]*storagev1.StorageClass{}
+	wffc := false
+	for _, d := range docs {
+		sc, ok := d.obj.(*storagev1.StorageClass)
+		if !ok {
+			continue
+		}
+		classes[sc.Name] = sc
+		if sc.Provisioner != driverName {
+			t.Errorf("%s: StorageClass %s: provisioner %q, want %q", d.where, sc.Name, sc.Provisioner, driverName)
+		}
+		// The parameters are validated by the driver's own parser (pkg/volume, the one place that
+		// knows the keys), and each subDir template must expand for an ordinary claim.
+		for _, k := range []string{volume.ParamServer, volume.ParamShare, volume.ParamSubDir} {
+			if sc.Parameters[k] == "" {
+				t.Errorf("%s: StorageClass %s: parameter %s is missing", d.where, sc.Name, k)
+			}
+		}
+		if p, err := volume.ParseParams(sc.Parameters); err != nil {
+			t.Errorf("%s: StorageClass %s: the driver refuses its parameters: %v", d.where, sc.Name, err)
+		} else if _, err := p.Volume("pvc-0b5e4a0c-1d2e-4f60-8a9b-123456789abc", volume.TemplateVars{
+			PVCName: "data", PVCNamespace: "shop",
+			Labels: map[string]string{"team": "web"}, Annotations: map[string]string{},
+		}); err != nil {
+			t.Errorf("%s: StorageClass %s: no volume for claim shop/data (label team=web): %v", d.where, sc.Name, err)
+		}
+		if !slices.Contains(sc.MountOptions, "nfsvers=4.1") {
+			t.Errorf("%s: StorageClass %s: mountOptions %v lack nfsvers=4.1", d.where, sc.Name, sc.MountOptions)
+		}
+		if sc.AllowVolumeExpansion == nil || *sc.AllowVolumeExpansion {
+			t.Errorf("%s: StorageClass %s: allowVolumeExpansion must be false", d.where, sc.Name)
+		}
+		if sc.VolumeBindingMode != nil && *sc.VolumeBindingMode == storagev1.VolumeBindingWaitForFirstConsumer {
+			wffc = true
+		}
+	}
+	for _, name := range []string{"paddock-delete", "paddock-archive", "paddock-retain", "paddock-retain-data", "paddock-recycle"} {
+		if classes[name] == nil {
+			t.Errorf("examples lack StorageClass %s", name)
+		}
+	}
+	if !wffc {
+		t.Errorf("no example StorageClass uses volumeBindingMode WaitForFirstConsumer")
+	}
+
+	for _, d := range docs {
+		switch o := d.obj.(type) {
+		case *corev1.PersistentVolumeClaim:
+			if sc := o.Spec.StorageClassName; sc != nil && *sc != "" && classes[*sc] == nil {
+				t.Errorf("%s: PVC %s uses StorageClass %q, not among the examples", d.where, o.Name, *sc)
+			}
+		case *corev1.PersistentVolume:
+			if o.Spec.CSI == nil || o.Spec.CSI.Driver != driverName || o.Spec.CSI.VolumeHandle == "" {
+				t.Errorf("%s: PV %s must be a CSI volume of %s with a volumeHandle", d.where, o.Name, driverName)
+				continue
+			}
+			for _, k := range []string{volume.ParamServer, volume.ParamShare, volume.ParamSubDir} {
+				if o.Spec.CSI.VolumeAttributes[k] == "" {
+					t.Errorf("%s: PV %s: volumeAttributes lack %s", d.where, o.Name, k)
+				}
+			}
+			if _, err := volume.FromContext(o.Spec.CSI.VolumeHandle, o.Spec.CSI.VolumeAttributes); err != nil {
+				t.Errorf("%s: PV %s: the driver refuses its volumeAttributes: %v", d.where, o.Name, err)
+			}
+		}
+	}
+}
