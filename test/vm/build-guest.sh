@@ -72,13 +72,24 @@ resolve() {
 	rm -rf "$empty"
 }
 
-debs=$(resolve || true)
+# apt re-parses its lists on every call here (this image disables apt's
+# binary cache), which costs seconds; reuse the last resolution while the
+# package lists are unchanged.
+lists_id=$( { echo "${PKGS[*]}"; stat -c '%n %s %Y' /var/lib/apt/lists/*_Packages* 2>/dev/null || true; } | sha256sum | cut -c1-16)
+resolved="$CACHE/vm/.resolved-$lists_id"
+if [[ -s $resolved ]]; then
+	debs=$(cat "$resolved")
+else
+	debs=$(resolve || true)
+fi
 if [[ $(grep -c '^linux-image' <<<"$debs" || true) -ne 1 || $(grep -c '^nfs-kernel-server_' <<<"$debs" || true) -ne 1 ]]; then
 	log "package lists incomplete; refreshing"
 	apt_update
 	debs=$(resolve) || die "cannot resolve the guest packages with apt"
 fi
 [[ $(grep -c '^linux-image' <<<"$debs") -eq 1 ]] || die "no linux-image-*-amd64 package found"
+lists_id=$( { echo "${PKGS[*]}"; stat -c '%n %s %Y' /var/lib/apt/lists/*_Packages* 2>/dev/null || true; } | sha256sum | cut -c1-16)
+echo "$debs" >"$CACHE/vm/.resolved-$lists_id"
 
 key=$(
 	{
@@ -126,20 +137,23 @@ done
 log "building guest $key"
 work=$(mktemp -d "$CACHE/vm/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/root" "$work/kernel" "$work/out" "$work/src/agent" "$work/src/mkguest"
-for f in $debs; do
-	case $f in
-	linux-image-*)
-		# Only the kernel and the module subtrees the guest can need.
-		dpkg-deb --fsys-tarfile "$CACHE/debs/$f" | tar -x -C "$work/kernel" --wildcards \
-			'./boot/vmlinuz-*' './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/net/*' \
-			'./lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' \
-			'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/drivers/net/*' \
-			'./lib/modules/*/kernel/drivers/char/*'
-		;;
-	*) dpkg-deb -x "$CACHE/debs/$f" "$work/root" ;;
-	esac
-done
+mkdir -p "$work/root" "$work/out" "$work/src/agent" "$work/src/mkguest"
+kdeb=$(grep '^linux-image' <<<"$debs")
+kdir="$CACHE/kernel/${kdeb%.deb}"
+if [[ ! -d $kdir ]]; then
+	# Only the kernel and the module subtrees the guest can need; kept across
+	# guest rebuilds because decompressing the 70 MB package takes a while.
+	log "extracting $kdeb"
+	mkdir -p "$CACHE/kernel"
+	ktmp=$(mktemp -d "$CACHE/kernel/.x.XXXXXX")
+	dpkg-deb --fsys-tarfile "$CACHE/debs/$kdeb" | tar -x -C "$ktmp" --wildcards \
+		'./boot/vmlinuz-*' './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/net/*' \
+		'./lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' \
+		'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/drivers/net/*' \
+		'./lib/modules/*/kernel/drivers/char/*'
+	mv "$ktmp" "$kdir"
+fi
+grep -v '^linux-image' <<<"$debs" | sed "s|^|$CACHE/debs/|" | xargs -P 4 -n 8 sh -c 'for d; do dpkg-deb -x "$d" "$0"; done' "$work/root"
 
 # Build the agent and the assembler from copies in a scratch module, so the
 # guest build does not depend on the state of the repository's go.mod.
@@ -152,7 +166,7 @@ printf 'module paddockguest\n\ngo 1.22\n' >"$work/src/go.mod"
 	go build -trimpath -ldflags='-s -w' -o "$work/paddock-agent" ./agent
 	go build -o "$work/mkguest" ./mkguest
 ) >&2
-"$work/mkguest" -root "$work/root" -kroot "$work/kernel" -agent "$work/paddock-agent" \
+"$work/mkguest" -root "$work/root" -kroot "$kdir" -agent "$work/paddock-agent" \
 	-guest "$HERE/guest" -out "$work/out" >&2
 printf '%s\n' $debs >"$work/out/packages.txt"
 

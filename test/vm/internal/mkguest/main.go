@@ -522,4 +522,3 @@ func (w *image) writeTo(o io.Writer) error {
 	}
 	return nil
 }
-
