@@ -167,9 +167,11 @@ func runUmount(ctx context.Context, timeout time.Duration, args []string) error 
 }
 
 // IsStale tells whether err means the mount has lost its server-side object (a re-created export,
-// a restarted server without stable handles) or its connection.
+// a restarted server without stable handles) or its connection. Only those: mount-utils'
+// IsCorruptedMnt also counts EACCES, EIO, EAGAIN and ENODEV, for which a remount fixes nothing and, on
+// the controller's shared export mount, would abort the requests of every other call using it.
 func IsStale(err error) bool {
-	return errors.Is(err, syscall.ESTALE) || errors.Is(err, syscall.ENOTCONN) || mountutils.IsCorruptedMnt(err)
+	return errors.Is(err, syscall.ESTALE) || errors.Is(err, syscall.ENOTCONN)
 }
 
 // Stats are the filesystem figures NodeGetVolumeStats reports.

@@ -1,0 +1,231 @@
+package mount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A mount table with the kubelet target mounted twice (rw, then ro on top), a look-alike path, and
+// an ordinary root.
+const fakeMountinfo = `21 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
+22 21 0:20 / /proc rw,nosuid,nodev,noexec,relatime shared:2 - proc proc rw
+40 21 0:40 / /var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv1/mount rw,relatime shared:10 - nfs4 srv:/export/a rw,vers=4.2,rsize=1048576,addr=10.0.0.1
+41 40 0:41 / /var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv1/mount ro,relatime shared:11 - nfs4 srv:/export/b rw,vers=4.2,addr=10.0.0.1
+42 21 0:42 / /var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv1/mount2 rw,relatime shared:12 - nfs srv:/export/c rw,vers=3,addr=10.0.0.1
+`
+
+func fakeMounter(t *testing.T, table string) *Mounter {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "mountinfo")
+	if err := os.WriteFile(p, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := New(time.Second)
+	m.mountinfo = p
+	return m
+}
+
+func TestMountedAt(t *testing.T) {
+	m := fakeMounter(t, fakeMountinfo)
+	const pv1 = "/var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv1/mount"
+	tests := []struct {
+		target   string
+		want     bool
+		source   string
+		fstype   string
+		readOnly bool
+	}{
+		{pv1, true, "srv:/export/b", "nfs4", true}, // the top of the stack, not the first entry
+		{pv1 + "/", true, "srv:/export/b", "nfs4", true},
+		{pv1 + "/../mount", true, "srv:/export/b", "nfs4", true},
+		{pv1 + "2", true, "srv:/export/c", "nfs", false},
+		{"/var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv1", false, "", "", false},
+		{"/var/lib/kubelet/pods/p1/volumes/kubernetes.io~csi/pv1/mount/sub", false, "", "", false},
+		{"/", true, "/dev/sda1", "ext4", false},
+		{"/proc", true, "proc", "proc", false},
+		{"/nowhere", false, "", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.target, func(t *testing.T) {
+			e, err := m.MountedAt(tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (e != nil) != tc.want {
+				t.Fatalf("MountedAt(%q) = %+v, want mounted=%t", tc.target, e, tc.want)
+			}
+			if e == nil {
+				return
+			}
+			if e.Source != tc.source || e.FSType != tc.fstype || e.ReadOnly != tc.readOnly {
+				t.Errorf("MountedAt(%q) = %+v, want source %q fstype %q ro %t", tc.target, e, tc.source, tc.fstype, tc.readOnly)
+			}
+		})
+	}
+	// Options carry both the per-mount and the superblock options.
+	e, _ := m.MountedAt(pv1 + "2")
+	want := map[string]bool{"rw": false, "relatime": false, "vers=3": false}
+	for _, o := range e.Options {
+		if _, ok := want[o]; ok {
+			want[o] = true
+		}
+	}
+	for o, seen := range want {
+		if !seen {
+			t.Errorf("options %v lack %q", e.Options, o)
+		}
+	}
+}
+
+func TestMountedAtUnreadableTable(t *testing.T) {
+	m := New(time.Second)
+	m.mountinfo = filepath.Join(t.TempDir(), "missing")
+	if e, err := m.MountedAt("/"); err == nil {
+		t.Fatalf("MountedAt with no mount table = %+v, nil; want an error", e)
+	}
+}
+
+func TestMountedAtRealTable(t *testing.T) {
+	e, err := New(time.Second).MountedAt("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e == nil || e.FSType != "proc" {
+		t.Fatalf("MountedAt(/proc) on the real table = %+v, want a proc mount", e)
+	}
+}
+
+func TestUnmountNothingMounted(t *testing.T) {
+	// Nothing at the target in the table: success without running umount (which would fail here).
+	m := fakeMounter(t, fakeMountinfo)
+	if err := m.Unmount(context.Background(), filepath.Join(t.TempDir(), "target")); err != nil {
+		t.Fatalf("Unmount of a target with nothing mounted = %v", err)
+	}
+	m.mountinfo = filepath.Join(t.TempDir(), "missing")
+	if err := m.Unmount(context.Background(), "/x"); err == nil {
+		t.Fatal("Unmount with an unreadable mount table = nil, want an error")
+	}
+}
+
+func TestBounded(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	start := time.Now()
+	err := Bounded(context.Background(), 50*time.Millisecond, "hung op", func() error { <-hang; return nil })
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Bounded(hung) = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Bounded(hung) took %v", d)
+	}
+	// The caller's context is honoured when it ends first.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Bounded(ctx, time.Hour, "cancelled", func() error { <-hang; return nil }); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Bounded(cancelled ctx) = %v, want ErrTimeout", err)
+	}
+	boom := errors.New("boom")
+	if err := Bounded(context.Background(), time.Second, "fails", func() error { return boom }); err != boom {
+		t.Fatalf("Bounded(fn error) = %v, want the fn's error", err)
+	}
+	if err := Bounded(context.Background(), time.Second, "ok", func() error { return nil }); err != nil {
+		t.Fatalf("Bounded(ok) = %v", err)
+	}
+}
+
+func TestBoundedValue(t *testing.T) {
+	v, err := BoundedValue(context.Background(), time.Second, "ok", func() (int, error) { return 42, nil })
+	if err != nil || v != 42 {
+		t.Fatalf("BoundedValue = %d, %v; want 42, nil", v, err)
+	}
+	v, err = BoundedValue(context.Background(), time.Second, "err", func() (int, error) { return 7, fs.ErrPermission })
+	if !errors.Is(err, fs.ErrPermission) || v != 7 {
+		t.Fatalf("BoundedValue = %d, %v; want 7, permission", v, err)
+	}
+	release := make(chan struct{})
+	done := make(chan struct{})
+	s, err := BoundedValue(context.Background(), 30*time.Millisecond, "stat /dead", func() (string, error) {
+		<-release
+		close(done)
+		return "late", nil
+	})
+	if !errors.Is(err, ErrTimeout) || s != "" {
+		t.Fatalf("BoundedValue(hung) = %q, %v; want zero value and ErrTimeout", s, err)
+	}
+	if want := "stat /dead"; !strings.Contains(err.Error(), want) {
+		t.Errorf("timeout error %q does not say what timed out (%q)", err, want)
+	}
+	close(release) // the late result goes nowhere and does not block the abandoned goroutine
+	<-done
+}
+
+func TestIsStale(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{syscall.ESTALE, true},
+		{syscall.ENOTCONN, true},
+		{&fs.PathError{Op: "stat", Path: "/x", Err: syscall.ESTALE}, true},
+		{&fs.PathError{Op: "stat", Path: "/x", Err: syscall.ENOTCONN}, true},
+		{fmt.Errorf("create a: %w", &fs.PathError{Op: "mkdir", Path: "a", Err: syscall.ESTALE}), true},
+		{&os.SyscallError{Syscall: "openat", Err: syscall.ESTALE}, true},
+		{syscall.ENOENT, false},
+		{&fs.PathError{Op: "stat", Path: "/x", Err: syscall.ENOENT}, false},
+		{fs.ErrNotExist, false},
+		{ErrTimeout, false},
+		// Not a lost handle or connection: remounting a shared export for these would abort other
+		// calls' requests and fix nothing (root_squash, lock contention, missing device).
+		{&fs.PathError{Op: "mkdir", Path: "a", Err: syscall.EACCES}, false},
+		{&fs.PathError{Op: "open", Path: "a", Err: syscall.EAGAIN}, false},
+		{&fs.PathError{Op: "open", Path: "a", Err: syscall.ENODEV}, false},
+		{errors.New("stale"), false},
+	}
+	for _, tc := range tests {
+		if got := IsStale(tc.err); got != tc.want {
+			t.Errorf("IsStale(%v) = %t, want %t", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestStatFSAndLstat(t *testing.T) {
+	dir := t.TempDir()
+	st, err := StatFS(context.Background(), time.Second, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TotalBytes <= 0 || st.AvailableBytes < 0 || st.UsedBytes < 0 || st.AvailableBytes > st.TotalBytes {
+		t.Errorf("StatFS = %+v, implausible", st)
+	}
+	if st.UsedInodes != st.TotalInodes-st.FreeInodes {
+		t.Errorf("StatFS inodes %+v do not add up", st)
+	}
+	if _, err := StatFS(context.Background(), time.Second, filepath.Join(dir, "missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("StatFS(missing) = %v, want not-exist", err)
+	}
+	if err := os.Symlink("/nonexistent", filepath.Join(dir, "l")); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := Lstat(context.Background(), time.Second, filepath.Join(dir, "l"))
+	if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("Lstat(symlink) = %v, %v; want the link itself", fi, err)
+	}
+}
+
+func TestSource(t *testing.T) {
+	if got := Source("[fd00::1]", "/export/a"); got != "[fd00::1]:/export/a" {
+		t.Errorf("Source = %q", got)
+	}
+	if got := Source("nfs.example", "/"); got != "nfs.example:/" {
+		t.Errorf("Source = %q", got)
+	}
+}
