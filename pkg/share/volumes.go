@@ -380,24 +380,35 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 		if !fi.IsDir() {
 			return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
 		}
-		entries, err := fs.ReadDir(r.FS(), v.SubDir)
-		if err != nil {
-			return err
+		// The bin is in the trash, so a reaper sweep may remove it while it is being filled; the renames
+		// after that fail with ENOENT like those of entries that vanished. So the volume is listed again
+		// until it is empty, with a fresh bin for each pass, and only an empty volume is success.
+		label := path.Base(v.SubDir)
+		if len(label) > 64 { // the bin's name must stay within the 255-byte file name limit
+			label = label[:64]
 		}
-		if len(entries) == 0 {
-			return nil
-		}
-		bin := trashDir + "/" + trashName(w.cfg.Now().UTC(), "scrub-"+path.Base(v.SubDir))
-		if err := r.Mkdir(bin, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		moved = true
-		for _, e := range entries {
-			if err := r.Rename(v.SubDir+"/"+e.Name(), bin+"/"+e.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("moving %q out of %q: %w", e.Name(), v.SubDir, err)
+		for pass := 0; ; pass++ {
+			entries, err := fs.ReadDir(r.FS(), v.SubDir)
+			if err != nil {
+				return err
+			}
+			if len(entries) == 0 {
+				return nil
+			}
+			if pass == 3 {
+				return fmt.Errorf("%q still holds %d entries after scrubbing (is it being written to?); retry", v.SubDir, len(entries))
+			}
+			bin := trashDir + "/" + trashName(w.cfg.Now().UTC(), "scrub-"+label)
+			if err := r.Mkdir(bin, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return err
+			}
+			moved = true
+			for _, e := range entries {
+				if err := r.Rename(v.SubDir+"/"+e.Name(), bin+"/"+e.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("moving %q out of %q: %w", e.Name(), v.SubDir, err)
+				}
 			}
 		}
-		return nil
 	})
 	if moved {
 		w.Kick(exportOf(v))
