@@ -15,6 +15,9 @@ const IDVersion = "1"
 // volume cannot exist, which the CSI spec treats differently from a malformed Paddock ID.
 var ErrNotPaddockID = errors.New("not a Paddock volume ID")
 
+// maxArchiveRetention bounds archive retention: beyond it "keep for ever" is what is meant.
+const maxArchiveRetention = 100 * 365 * 24 * time.Hour
+
 // ErrMalformedID marks a string that claims to be a Paddock volume ID but does not decode safely.
 var ErrMalformedID = errors.New("malformed volume ID")
 
@@ -62,6 +65,18 @@ func (v Volume) Validate() error {
 	}
 	if v.ArchiveRetention < 0 {
 		return fmt.Errorf("archiveRetention: negative")
+	}
+	// The ID carries retention as whole seconds, only for archive, at most maxArchiveRetention: refuse
+	// what it cannot carry, so every valid volume survives the round trip through its ID.
+	if v.ArchiveRetention != 0 {
+		switch {
+		case v.OnDelete != OnDeleteArchive:
+			return fmt.Errorf("archiveRetention: only meaningful with onDelete=archive")
+		case v.ArchiveRetention%time.Second != 0:
+			return fmt.Errorf("archiveRetention: %v is not a whole number of seconds", v.ArchiveRetention)
+		case v.ArchiveRetention > maxArchiveRetention:
+			return fmt.Errorf("archiveRetention: %v is longer than 100 years", v.ArchiveRetention)
+		}
 	}
 	if v.NFSVers != "" {
 		if err := validateNFSVers(v.NFSVers); err != nil {
@@ -145,7 +160,9 @@ func ParseID(id string) (Volume, error) {
 	}
 	if rest := flags[1:]; rest != "" {
 		secs, err := strconv.ParseInt(rest, 10, 64)
-		if err != nil || secs <= 0 || v.OnDelete != OnDeleteArchive || secs > int64(100*365*24*3600) {
+		// FormatInt round trip: no sign, no leading zeros, so one canonical ID per volume.
+		if err != nil || secs <= 0 || strconv.FormatInt(secs, 10) != rest || v.OnDelete != OnDeleteArchive ||
+			secs > int64(maxArchiveRetention/time.Second) {
 			return Volume{}, fmt.Errorf("%w: bad archive retention %q", ErrMalformedID, rest)
 		}
 		v.ArchiveRetention = time.Duration(secs) * time.Second
@@ -162,11 +179,14 @@ func ParseID(id string) (Volume, error) {
 	return v, nil
 }
 
+// needsEscape tells which bytes the encoder escapes; the decoder refuses them raw.
+func needsEscape(c byte) bool { return c == '%' || c == '#' || c < 0x21 || c >= 0x7f }
+
 func escape(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c == '%' || c == '#' || c < 0x21 || c >= 0x7f {
+		if needsEscape(c) {
 			fmt.Fprintf(&b, "%%%02X", c)
 			continue
 		}
@@ -176,12 +196,13 @@ func escape(s string) string {
 }
 
 func unescape(s string) (string, error) {
-	if !strings.Contains(s, "%") {
-		return s, nil
-	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] != '%' {
+			if needsEscape(s[i]) {
+				// The encoder never writes these raw: accepting them would give a volume two IDs.
+				return "", fmt.Errorf("unescaped byte %#x at byte %d", s[i], i)
+			}
 			b.WriteByte(s[i])
 			continue
 		}
@@ -193,7 +214,7 @@ func unescape(s string) (string, error) {
 			return "", fmt.Errorf("bad escape %q", s[i:i+3])
 		}
 		c := byte(n)
-		if !(c == '%' || c == '#' || c < 0x21 || c >= 0x7f) {
+		if !needsEscape(c) {
 			return "", fmt.Errorf("needless escape %q", s[i:i+3])
 		}
 		b.WriteByte(c)

@@ -139,6 +139,9 @@ func ParseParams(m map[string]string) (Params, error) {
 			return p, &ParamError{Key: ParamArchiveRetention, Value: v, Reason: "not a duration like 720h"}
 		case d < time.Second:
 			return p, &ParamError{Key: ParamArchiveRetention, Value: v, Reason: "must be at least 1s"}
+		case d > maxArchiveRetention:
+			// The volume ID cannot carry more; such a volume could never be deleted or mounted.
+			return p, &ParamError{Key: ParamArchiveRetention, Value: v, Reason: "must be at most 876000h (100 years)"}
 		case p.OnDelete != OnDeleteArchive:
 			return p, &ParamError{Key: ParamArchiveRetention, Value: v, Reason: "only meaningful with onDelete=archive"}
 		}

@@ -5,6 +5,7 @@ package volume
 
 import (
 	"fmt"
+	"net/netip"
 	"path"
 	"strings"
 )
@@ -61,7 +62,8 @@ func ValidateSubDir(dir string) error {
 			return fmt.Errorf("directory %q: %w", dir, err)
 		}
 	}
-	if parts[0] == MetaDir {
+	// EqualFold: on a case-insensitive export ".PADDOCK" is the metadata area too.
+	if strings.EqualFold(parts[0], MetaDir) {
 		return fmt.Errorf("directory %q is inside Paddock's metadata area %q", dir, MetaDir)
 	}
 	return nil
@@ -94,7 +96,7 @@ func ValidateServer(s string) error {
 	if s == "" {
 		return fmt.Errorf("server is empty")
 	}
-	if len(s) > 253+2 {
+	if len(s) > 253+2 || (len(s) > 253 && !strings.HasPrefix(s, "[")) {
 		return fmt.Errorf("server %.32q... is longer than a hostname can be", s)
 	}
 	if strings.HasPrefix(s, "[") {
@@ -108,6 +110,9 @@ func ValidateServer(s string) error {
 			}
 		}
 		if !strings.Contains(inner, ":") {
+			return fmt.Errorf("server %q: not an IPv6 address", s)
+		}
+		if a, err := netip.ParseAddr(inner); err != nil || !a.Is6() {
 			return fmt.Errorf("server %q: not an IPv6 address", s)
 		}
 		return nil
