@@ -25,6 +25,7 @@ const (
 	OpMount     Op = "mount"
 	OpUnmount   Op = "unmount"
 	OpMountedAt Op = "mountedAt"
+	OpMountsOf  Op = "mountsOf"
 )
 
 // Fake implements mount.Interface on local directories.
@@ -205,7 +206,8 @@ func (f *Fake) resolve(source string) (string, error) {
 }
 
 // Mount makes target (which must exist: an empty directory, or a symlink left by an earlier mount)
-// a symlink to the local directory behind source.
+// a symlink to the local directory behind source. Unlike the kernel's, this is not atomic for someone
+// looking at the target concurrently.
 func (f *Fake) Mount(ctx context.Context, source, target string, options []string) error {
 	ft := f.begin(OpMount)
 	return f.bounded(ctx, "mount "+source, func() error {
@@ -276,4 +278,22 @@ func (f *Fake) MountedAt(target string) (*mount.Entry, error) {
 	return &e, nil
 }
 
+// MountsOf lists the targets where source is mounted (anywhere in a stack), sorted.
+func (f *Fake) MountsOf(source string) ([]string, error) {
+	if err := f.begin(OpMountsOf).apply(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ts []string
+	for t, s := range f.mounts {
+		if slices.ContainsFunc(s, func(e mount.Entry) bool { return e.Source == source }) {
+			ts = append(ts, t)
+		}
+	}
+	slices.Sort(ts)
+	return ts, nil
+}
+
 var _ mount.Interface = (*Fake)(nil)
+
