@@ -296,4 +296,3 @@ func (f *Fake) MountsOf(source string) ([]string, error) {
 }
 
 var _ mount.Interface = (*Fake)(nil)
-
