@@ -126,6 +126,18 @@ func (n *node) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolume
 			return nil, toStatus(id, err)
 		}
 	}
+	if req.GetVolumeCapability().GetAccessMode().GetMode() == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER {
+		// ReadWriteOncePod: one publish on this node at most (the CO guards other nodes).
+		others, err := n.d.mounter.MountsOf(source)
+		if err != nil {
+			return nil, toStatus(id, err)
+		}
+		for _, o := range others {
+			if o != path.Clean(target) {
+				return nil, status.Errorf(codes.FailedPrecondition, "volume %s has single-writer access and is already published at %s", id, o)
+			}
+		}
+	}
 	if err := mount.Bounded(ctx, n.d.opts.FSTimeout, "mkdir "+target, func() error { return os.MkdirAll(target, 0o750) }); err != nil {
 		return nil, toStatus(id, fmt.Errorf("creating target %s: %w", target, err))
 	}

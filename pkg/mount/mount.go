@@ -30,11 +30,14 @@ type Interface interface {
 	Unmount(ctx context.Context, target string) error
 	// MountedAt returns the mount at target, or nil when nothing is mounted there.
 	MountedAt(target string) (*Entry, error)
+	// MountsOf lists the mount points where source is mounted.
+	MountsOf(source string) ([]string, error)
 }
 
 // Entry is one mount at a target, as the mount table shows it.
 type Entry struct {
 	Source   string
+	Target   string
 	FSType   string
 	ReadOnly bool
 	Options  []string
@@ -108,10 +111,25 @@ func (m *Mounter) MountedAt(target string) (*Entry, error) {
 			continue
 		}
 		opts := append(slices.Clone(mi.MountOptions), mi.SuperOptions...)
-		found = &Entry{Source: mi.Source, FSType: mi.FsType, Options: opts,
+		found = &Entry{Source: mi.Source, Target: mi.MountPoint, FSType: mi.FsType, Options: opts,
 			ReadOnly: slices.Contains(mi.MountOptions, "ro")}
 	}
 	return found, nil
+}
+
+// MountsOf lists where source is mounted, from the mount table.
+func (m *Mounter) MountsOf(source string) ([]string, error) {
+	infos, err := mountutils.ParseMountInfo(m.mountinfo)
+	if err != nil {
+		return nil, fmt.Errorf("reading mount table: %w", err)
+	}
+	var targets []string
+	for _, mi := range infos {
+		if mi.Source == source {
+			targets = append(targets, mi.MountPoint)
+		}
+	}
+	return targets, nil
 }
 
 // Unmount removes every mount stacked at target. A dead server cannot wedge it: a plain umount that

@@ -1,0 +1,77 @@
+# Paddock: build, test tiers, benchmarks and the demo. `make test` and `make demo` work from a fresh
+# clone: everything they need comes from the Go module proxy and Debian apt, cached in $(CACHE).
+SHELL := /bin/bash
+GO ?= go
+CACHE ?= $(or $(PADDOCK_CACHE),$(HOME)/.cache/paddock)
+export PADDOCK_CACHE := $(CACHE)
+OUT ?= _output
+export OUT
+GUEST := $(OUT)/guest
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+CSI_TEST_VERSION := v5.6.0
+CSI_SANITY := $(CACHE)/tools/csi-test-$(CSI_TEST_VERSION)/csi-sanity
+VMRUN := $(GO) run ./test/vm/cmd/vmrun
+
+.PHONY: all build lint test-unit test-sanity test-e2e-node test-e2e-cluster test test-summary-reset bench demo guest-binaries clean fuzz
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/paddock ./cmd/paddock
+
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/...
+	@echo "lint: ok"
+
+test-unit:
+	hack/tier.sh unit go -- $(GO) test -race -count=1 -v ./...
+
+# Short fuzz runs of every fuzzer (the long ones are run by hand: see docs/testing.md).
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzParseID -fuzztime=$(or $(FUZZTIME),20s) ./pkg/volume/
+	$(GO) test -run=NONE -fuzz=FuzzTemplate -fuzztime=$(or $(FUZZTIME),20s) ./pkg/volume/
+
+$(CSI_SANITY):
+	mkdir -p $(dir $@)
+	CGO_ENABLED=0 GOBIN=$(abspath $(dir $@)) $(GO) install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(CSI_TEST_VERSION)
+
+# Static binaries for the guest (it has no libc of ours), shared with it over 9p.
+guest-binaries: $(CSI_SANITY)
+	mkdir -p $(GUEST)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(GUEST)/paddock ./cmd/paddock
+	cp $(CSI_SANITY) $(GUEST)/csi-sanity
+	cp test/sanity/*.sh $(GUEST)/
+	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(GUEST)/e2e-node.test ./test/e2e/node
+
+test-sanity: guest-binaries
+	hack/tier.sh sanity ginkgo -- $(VMRUN) -share $(GUEST) -timeout 30m -- /host/sanity.sh
+
+test-e2e-node: guest-binaries
+	hack/tier.sh e2e-node go -- $(VMRUN) -share $(GUEST) -mem 2048 -timeout 30m -- /host/e2e-node.test -test.v -test.timeout=25m -paddock=/host/paddock
+
+test-e2e-cluster: guest-binaries
+	hack/tier.sh e2e-cluster go -- $(GO) test -tags e2e -count=1 -v -timeout 40m ./test/e2e/cluster -guest-dir=$(abspath $(GUEST))
+
+test-summary-reset:
+	@mkdir -p $(OUT); rm -f $(OUT)/summary.txt
+
+# Every tier, in order; the summary with each tier's counts is printed even when a tier fails.
+test: test-summary-reset
+	@rc=0; \
+	for t in lint test-unit test-sanity test-e2e-node test-e2e-cluster; do \
+	  echo "==== make $$t ===="; \
+	  if ! $(MAKE) --no-print-directory $$t; then rc=1; [ $$t = lint ] && break; fi; \
+	done; \
+	hack/summary.sh; exit $$rc
+
+bench: guest-binaries
+	$(GO) run ./test/bench/cmd/benchrun -guest-dir=$(abspath $(GUEST)) -out docs/performance.md
+
+demo: guest-binaries
+	$(GO) run ./test/e2e/demo -guest-dir=$(abspath $(GUEST)) $(DEMO_FLAGS)
+
+clean:
+	rm -rf bin $(OUT)
