@@ -230,15 +230,18 @@ func (v Volume) Context() map[string]string {
 // StaticName is the volume name of a hand-made PV described by volumeAttributes.
 const StaticName = "static"
 
-// FromContext builds the volume a static PV describes with volumeAttributes (server, share, subDir).
-// The name is the PV's volume handle; such a volume is never deleted by Paddock (onDelete retain).
+// FromContext builds the volume a static PV describes with volumeAttributes (server, share, subDir,
+// optionally nfsvers). Its handle is not used as the volume name: hand-written handles often hold '/'
+// and other characters a name may not; every static volume is named StaticName and is never deleted
+// by Paddock (onDelete retain). Prefixed keys (with a '/', such as csi.storage.k8s.io/* or
+// storage.kubernetes.io/csiProvisionerIdentity) belong to Kubernetes and are ignored.
 func FromContext(handle string, ctx map[string]string) (Volume, error) {
 	for k := range ctx {
-		if strings.HasPrefix(k, csiPrefix) {
+		if strings.Contains(k, "/") {
 			continue
 		}
 		switch k {
-		case ParamServer, ParamShare, ParamSubDir, ParamNFSVers, ParamMode, ParamUID, ParamGID:
+		case ParamServer, ParamShare, ParamSubDir, ParamNFSVers:
 		default:
 			return Volume{}, &ParamError{Key: k, Reason: "unknown volume attribute; known: server, share, subDir, nfsvers"}
 		}

@@ -537,15 +537,22 @@ func TestFromContext(t *testing.T) {
 			t.Errorf("FromContext(%q) = %v", h, err)
 		}
 	}
-	// Extra attributes that CreateVolume or Kubernetes may leave are tolerated.
+	// Attributes Kubernetes adds (prefixed keys) are tolerated; class-only keys that would be
+	// silently ignored on a static PV (mode, uid, gid) are refused, naming the key.
 	extra := ok()
 	extra[ParamNFSVers] = "3"
-	extra[ParamMode] = "0755"
-	extra[ParamUID] = "1"
-	extra[ParamGID] = "1"
 	extra["csi.storage.k8s.io/pv/name"] = "pv"
+	extra["storage.kubernetes.io/csiProvisionerIdentity"] = "123-nfs.paddock.dev"
 	if v, err := FromContext("h", extra); err != nil || v.NFSVers != "3" {
 		t.Errorf("FromContext(%v) = %+v, %v", extra, v, err)
+	}
+	for _, k := range []string{ParamMode, ParamUID, ParamGID, ParamOnDelete} {
+		bad := ok()
+		bad[k] = "1"
+		var pe *ParamError
+		if _, err := FromContext("h", bad); !errors.As(err, &pe) || pe.Key != k {
+			t.Errorf("FromContext with %q = %v, want a ParamError naming it", k, err)
+		}
 	}
 
 	bad := []struct {
