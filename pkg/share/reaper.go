@@ -101,9 +101,11 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 		return time.Time{}, err
 	}
 	defer w.release(e)
-	e.mu.Lock()
+	if err := e.mu.lock(ctx); err != nil {
+		return time.Time{}, err
+	}
 	r := e.root
-	e.mu.Unlock()
+	e.mu.unlock()
 	if r == nil {
 		return time.Time{}, errors.New("export not mounted")
 	}

@@ -429,6 +429,17 @@ func (w *Workspace) Stat(ctx context.Context, v volume.Volume) error {
 		if !fi.IsDir() {
 			return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
 		}
+		// A directory that exists but is not this volume's (a forged or stale ID) is not this volume.
+		c, err := readClaim(r, v.SubDir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %q is not owned by volume %s", ErrNotFound, v.SubDir, v.Name)
+		}
+		if err != nil {
+			return err
+		}
+		if c.Name != v.Name {
+			return fmt.Errorf("%w: %q is owned by volume %s, not %s", ErrNotFound, v.SubDir, c.Name, v.Name)
+		}
 		return nil
 	})
 }

@@ -70,8 +70,12 @@ func TestCreateModeOwnerAndIdempotence(t *testing.T) {
 	if _, err := e.claimOf("team-a"); err == nil {
 		t.Errorf("a template parent got a claim")
 	}
-	if err := e.ws.Stat(context.Background(), vol("x", "pvc-1", volume.OnDeleteDelete)); err != nil {
+	if err := e.ws.Stat(context.Background(), vol("default-vol", "pvc-1", volume.OnDeleteDelete)); err != nil {
 		t.Errorf("Stat of a created volume = %v", err)
+	}
+	// A forged ID naming this directory under another volume's name is not that volume.
+	if err := e.ws.Stat(context.Background(), vol("x", "pvc-1", volume.OnDeleteDelete)); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Stat of pvc-1 as volume x = %v, want ErrNotFound", err)
 	}
 	if err := e.ws.Stat(context.Background(), vol("x", "nope", volume.OnDeleteDelete)); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Stat of a missing volume = %v, want ErrNotFound", err)

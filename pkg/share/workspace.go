@@ -78,7 +78,7 @@ type export struct {
 	refs  int
 	timer *time.Timer
 
-	mu      sync.Mutex // guards root and mounted; held while (re)mounting
+	mu      ctxMutex // guards root and mounted; held while (re)mounting, so waiters honour their deadline
 	root    *os.Root
 	mounted bool
 	gen     int // bumped on every remount so concurrent stale errors remount once
@@ -132,7 +132,7 @@ func (w *Workspace) acquire(ctx context.Context, x Export) (*export, error) {
 	e := w.exports[x.key()]
 	if e == nil {
 		sum := sha256.Sum256([]byte(x.key()))
-		e = &export{x: x, path: filepath.Join(w.cfg.WorkDir, "exports", hex.EncodeToString(sum[:10]))}
+		e = &export{x: x, path: filepath.Join(w.cfg.WorkDir, "exports", hex.EncodeToString(sum[:10])), mu: make(ctxMutex, 1)}
 		w.exports[x.key()] = e
 	}
 	e.refs++
@@ -174,8 +174,11 @@ func (w *Workspace) idleUnmount(e *export) {
 }
 
 func (w *Workspace) unmount(ctx context.Context, e *export) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	if err := e.mu.lock(ctx); err != nil {
+		klog.ErrorS(err, "Export busy; leaving it mounted", "server", e.x.Server, "share", e.x.Share)
+		return
+	}
+	defer e.mu.unlock()
 	if e.root != nil {
 		_ = e.root.Close()
 		e.root = nil
@@ -192,8 +195,10 @@ func (w *Workspace) unmount(ctx context.Context, e *export) {
 // ensureMounted mounts the export if needed. With staleGen >= 0 it remounts, unless another caller
 // already did since generation staleGen.
 func (w *Workspace) ensureMounted(ctx context.Context, e *export, staleGen int) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	if err := e.mu.lock(ctx); err != nil {
+		return fmt.Errorf("waiting for export %s:%s (a mount is in progress): %w", e.x.Server, e.x.Share, err)
+	}
+	defer e.mu.unlock()
 	if staleGen >= 0 && e.gen != staleGen {
 		return nil
 	}
@@ -279,9 +284,11 @@ func (w *Workspace) withExport(ctx context.Context, x Export, timeout time.Durat
 	}
 	defer w.release(e)
 	for attempt := 0; ; attempt++ {
-		e.mu.Lock()
+		if err := e.mu.lock(ctx); err != nil {
+			return err
+		}
 		root, gen := e.root, e.gen
-		e.mu.Unlock()
+		e.mu.unlock()
 		if root == nil {
 			return fmt.Errorf("export %s:%s is not mounted", x.Server, x.Share)
 		}
@@ -324,11 +331,12 @@ func (w *Workspace) MountedExports() int {
 	defer w.mu.Unlock()
 	n := 0
 	for _, e := range w.exports {
-		e.mu.Lock()
-		if e.mounted {
-			n++
+		if e.mu.tryLock() {
+			if e.mounted {
+				n++
+			}
+			e.mu.unlock()
 		}
-		e.mu.Unlock()
 	}
 	return n
 }
@@ -336,3 +344,27 @@ func (w *Workspace) MountedExports() int {
 func boundedFS(ctx context.Context, timeout time.Duration, what string, fn func() error) error {
 	return mount.Bounded(ctx, timeout, what, fn)
 }
+
+// ctxMutex is a mutex whose waiters give up when their context ends: a mount hung on a dead server
+// must not hold every other caller past its own deadline.
+type ctxMutex chan struct{}
+
+func (m ctxMutex) lock(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m ctxMutex) tryLock() bool {
+	select {
+	case m <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (m ctxMutex) unlock() { <-m }
