@@ -9,7 +9,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${PADDOCK_CACHE:-$HOME/.cache/paddock}
 # Userspace packages of the guest; their library dependencies are added below.
-PKGS=(busybox-static dash nfs-common nfs-kernel-server rpcbind util-linux mount netbase)
+PKGS=(busybox-static dash coreutils findutils grep sed nfs-common nfs-kernel-server rpcbind util-linux mount netbase)
 
 log() { echo "build-guest: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -64,8 +64,12 @@ func sh(t *testing.T, script string) string {
 }
 
 func mountNFS(t *testing.T, opts, export, target string) {
+	mountFrom(t, "127.0.0.1", opts, export, target)
+}
+
+func mountFrom(t *testing.T, server, opts, export, target string) {
 	t.Helper()
-	sh(t, "mkdir -p "+target+" && mount -t nfs -o "+opts+" 127.0.0.1:"+export+" "+target)
+	sh(t, "mkdir -p "+target+" && mount -t nfs -o "+opts+" "+server+":"+export+" "+target)
 	t.Cleanup(func() {
 		guest.Exec(context.Background(), "umount", "-f", "-l", target)
 	})
@@ -309,4 +313,28 @@ func TestServerStopStart(t *testing.T) {
 			t.Fatalf("after restart (vers=%s): %q", vers, got)
 		}
 	}
+}
+
+func TestServerHang(t *testing.T) {
+	// nfs-server-stop --hang drops packets to ServerIP: a hard mount of
+	// that address hangs and recovers after nfs-server-start.
+	ctx := ctxT(t, 5*time.Minute)
+	mountFrom(t, ServerIP, "vers=4.1,hard", "/srv/nfs/b", "/mnt/hang")
+	t.Cleanup(func() { guest.Exec(context.Background(), "/usr/local/bin/nfs-server-start") })
+	sh(t, "echo before > /mnt/hang/probe")
+	sh(t, "/usr/local/bin/nfs-server-stop --hang")
+	res, err := guest.ExecOpts(ctx, ExecRequest{Argv: []string{"cat", "/mnt/hang/probe-uncached"}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.TimedOut {
+		t.Fatalf("access to a hung server did not hang: %+v", res)
+	}
+	sh(t, "/usr/local/bin/nfs-server-start")
+	start := time.Now()
+	res, err = guest.ExecOpts(ctx, ExecRequest{Argv: []string{"cat", "/mnt/hang/probe"}, Timeout: 3 * time.Minute})
+	if err != nil || res.ExitCode != 0 || res.Stdout != "before\n" {
+		t.Fatalf("after nfs-server-start: %+v %v", res, err)
+	}
+	t.Logf("hard mount recovered %v after nfs-server-start", time.Since(start).Round(time.Millisecond))
 }

@@ -154,6 +154,28 @@ func exitCode(err error, started bool) (int, string) {
 	return -1, err.Error()
 }
 
+// stuckGrace is how long after its timeout we wait for a killed command
+// before replying anyway: a process blocked on a dead hard NFS mount can be
+// unkillable, and the host must not hang with it.
+const stuckGrace = 5 * time.Second
+
+// wait waits for cmd, but gives up stuckGrace after ctx ends.
+func wait(ctx context.Context, cmd *exec.Cmd) (code int, msg string) {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return exitCode(err, true)
+	case <-ctx.Done():
+	}
+	select {
+	case err := <-done:
+		return exitCode(err, true)
+	case <-time.After(cmd.WaitDelay + stuckGrace):
+		return -1, fmt.Sprintf("pid %d did not exit after SIGKILL (blocked in the kernel, e.g. on a dead NFS server); left behind", cmd.Process.Pid)
+	}
+}
+
 func handleExec(w http.ResponseWriter, r *http.Request) {
 	var req execRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Argv) == 0 {
@@ -181,16 +203,19 @@ func handleExec(w http.ResponseWriter, r *http.Request) {
 		if err := cmd.Start(); err != nil {
 			res.ExitCode, res.Error = exitCode(err, false)
 		} else {
-			res.ExitCode, res.Error = exitCode(cmd.Wait(), true)
+			res.ExitCode, res.Error = wait(ctx, cmd)
 			res.TimedOut = ctx.Err() == context.DeadlineExceeded
 		}
 		b, _ := json.Marshal(res)
 		if err := fw.writeFrame(frameResult, b); err != nil {
 			log.Printf("exec %q: reply: %v", req.Argv, err)
 		}
+		fw.mu.Lock()
+		fw.closed = true
+		fw.mu.Unlock()
 		return
 	}
-	var stdout, stderr strings.Builder
+	var stdout, stderr lockedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		res.ExitCode, res.Error = exitCode(err, false)
@@ -198,21 +223,46 @@ func handleExec(w http.ResponseWriter, r *http.Request) {
 		reply(w, res)
 		return
 	}
-	res.ExitCode, res.Error = exitCode(cmd.Wait(), true)
+	res.ExitCode, res.Error = wait(ctx, cmd)
 	res.TimedOut = ctx.Err() == context.DeadlineExceeded
 	res.Stdout, res.Stderr = stdout.String(), stderr.String()
+	if res.Error != "" {
+		res.Stderr += "paddock-agent: " + res.Error + "\n"
+	}
 	reply(w, res)
 }
 
+// lockedBuffer lets a reply be built while a stuck command may still write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 type frameWriter struct {
-	mu    sync.Mutex
-	w     io.Writer
-	flush func()
+	mu     sync.Mutex
+	w      io.Writer
+	flush  func()
+	closed bool // the reply is complete; a straggling process must not write
 }
 
 func (f *frameWriter) writeFrame(kind byte, p []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return io.ErrClosedPipe
+	}
 	var hdr [5]byte
 	hdr[0] = kind
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(p)))

@@ -101,6 +101,12 @@ func run(root, kroot, agent, guest, out string) error {
 			return err
 		}
 	}
+	// Everything else the packages ship in the command directories, so the
+	// guest looks like a node (GNU coreutils, findutils, util-linux ...)
+	// rather than busybox, whose applets run busybox mount internally.
+	if err := r.addAllCommands(); err != nil {
+		return err
+	}
 	for _, e := range extras {
 		if err := r.addPath(e); err != nil {
 			return err
@@ -309,6 +315,120 @@ func (r *resolver) addELF(p string) error {
 		if err := r.addELF(found); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (r *resolver) addAllCommands() error {
+	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin"} {
+		ents, err := os.ReadDir(filepath.Join(r.root, d))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			p := path.Join(d, e.Name())
+			if r.seen[usrPath(p)] || e.IsDir() {
+				continue
+			}
+			ok, err := r.usable(p, 0)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			if err := r.addELFOrFile(p); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// usable reports whether p (after symlinks) is an ELF file whose libraries
+// are all staged, or a script for /bin/sh.
+func (r *resolver) usable(p string, depth int) (bool, error) {
+	if depth > 20 {
+		return false, nil
+	}
+	full := filepath.Join(r.root, p)
+	st, err := os.Lstat(full)
+	if err != nil {
+		return false, nil
+	}
+	if st.Mode()&fs.ModeSymlink != 0 {
+		t, _ := os.Readlink(full)
+		if path.IsAbs(t) {
+			t = strings.TrimPrefix(path.Clean(t), "/")
+		} else {
+			t = path.Join(path.Dir(p), t)
+		}
+		if _, err := os.Lstat(filepath.Join(r.root, t)); err != nil && strings.HasPrefix(t, "usr/") {
+			t = strings.TrimPrefix(t, "usr/")
+		}
+		return r.usable(t, depth+1)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return false, nil
+	}
+	b := make([]byte, 64)
+	fh, err := os.Open(full)
+	if err != nil {
+		return false, err
+	}
+	n, _ := fh.Read(b)
+	fh.Close()
+	b = b[:n]
+	if bytes.HasPrefix(b, []byte("#!")) {
+		line, _, _ := strings.Cut(string(b[2:]), "\n")
+		interp := strings.Fields(line)
+		return len(interp) > 0 && (interp[0] == "/bin/sh" || interp[0] == "/usr/bin/sh"), nil
+	}
+	if !bytes.HasPrefix(b, []byte("\x7fELF")) {
+		return false, nil
+	}
+	return r.libsStaged(p, map[string]bool{}), nil
+}
+
+func (r *resolver) libsStaged(p string, seen map[string]bool) bool {
+	if seen[p] {
+		return true
+	}
+	seen[p] = true
+	f, err := elf.Open(filepath.Join(r.root, p))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	libs, err := f.ImportedLibraries()
+	if err != nil {
+		return false
+	}
+	for _, l := range libs {
+		found := false
+		for _, d := range libDirs {
+			if _, err := os.Stat(filepath.Join(r.root, d, l)); err == nil {
+				if !r.libsStaged(path.Join(d, l), seen) {
+					return false
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *resolver) addELFOrFile(p string) error {
+	real, err := r.add(p)
+	if err != nil {
+		return err
+	}
+	if b, err := os.ReadFile(filepath.Join(r.root, real)); err == nil && bytes.HasPrefix(b, []byte("\x7fELF")) {
+		return r.addELF(real)
 	}
 	return nil
 }
