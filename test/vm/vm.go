@@ -99,11 +99,10 @@ func ImageDir(ctx context.Context) (string, error) {
 	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	_, self, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("vm: cannot locate build-guest.sh (set PADDOCK_GUEST_DIR)")
+	script, err := findScript()
+	if err != nil {
+		return "", err
 	}
-	script := filepath.Join(filepath.Dir(self), "build-guest.sh")
 	cmd := exec.CommandContext(ctx, "bash", script)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
@@ -113,6 +112,29 @@ func ImageDir(ctx context.Context) (string, error) {
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	return lines[len(lines)-1], nil
+}
+
+// findScript locates build-guest.sh next to this source file, or (for
+// -trimpath builds) under test/vm of the module containing the working dir.
+func findScript() (string, error) {
+	if _, self, _, ok := runtime.Caller(0); ok {
+		p := filepath.Join(filepath.Dir(self), "build-guest.sh")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if d, err := os.Getwd(); err == nil {
+		for ; ; d = filepath.Dir(d) {
+			p := filepath.Join(d, "test", "vm", "build-guest.sh")
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	return "", errors.New("vm: cannot find test/vm/build-guest.sh (run from the repository, or set PADDOCK_GUEST_DIR)")
 }
 
 // Start builds (cached) and boots a guest and waits until its agent answers.
