@@ -24,6 +24,14 @@ var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 	csi.ControllerServiceCapability_RPC_GET_VOLUME,
 	csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+	csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
+	csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
+	csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
 }
 
 func (c *controller) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
@@ -44,6 +52,8 @@ type CreateRequest struct {
 	Required     int64 // bytes; 0 = unspecified
 	Limit        int64 // bytes; 0 = unlimited
 	Vars         volume.TemplateVars
+	// Source, when set, is the snapshot or volume whose content fills the new volume.
+	Source *csi.VolumeContentSource
 }
 
 // Create provisions a volume directory and returns the CSI volume.
@@ -69,7 +79,12 @@ func (d *Driver) Create(ctx context.Context, r CreateRequest) (*csi.Volume, erro
 	if capacity == 0 {
 		capacity = r.Limit
 	}
-	got, err := d.share.Create(ctx, v, share.CreateOptions{Mode: modeOf(p.Mode), UID: p.UID, GID: p.GID, Reuse: p.ReuseExisting, Capacity: capacity})
+	src, err := contentSource(r.Name, r.Source)
+	if err != nil {
+		return nil, err
+	}
+	got, err := d.share.Create(ctx, v, share.CreateOptions{Mode: modeOf(p.Mode), UID: p.UID, GID: p.GID, Reuse: p.ReuseExisting,
+		Capacity: capacity, Source: src})
 	if err != nil {
 		return nil, toStatus(v.ID(), err)
 	}
@@ -78,16 +93,14 @@ func (d *Driver) Create(ctx context.Context, r CreateRequest) (*csi.Volume, erro
 			r.Name, got, r.Required, r.Limit)
 	}
 	klog.FromContext(ctx).V(2).Info("Volume created", "name", r.Name, "volumeID", v.ID(), "subDir", v.SubDir)
-	return &csi.Volume{VolumeId: v.ID(), CapacityBytes: got, VolumeContext: v.Context()}, nil
+	return &csi.Volume{VolumeId: v.ID(), CapacityBytes: got, VolumeContext: v.Context(), ContentSource: r.Source}, nil
 }
 
 func (c *controller) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
-	if req.GetVolumeContentSource() != nil {
-		return nil, invalid("CreateVolume %s: volume content sources (clones, snapshots) are not supported", req.GetName())
-	}
 	vol, err := c.d.Create(ctx, CreateRequest{
 		Name: req.GetName(), Parameters: req.GetParameters(), Capabilities: req.GetVolumeCapabilities(),
 		Required: req.GetCapacityRange().GetRequiredBytes(), Limit: req.GetCapacityRange().GetLimitBytes(),
+		Source: req.GetVolumeContentSource(),
 	})
 	if err != nil {
 		return nil, err

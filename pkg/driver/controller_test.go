@@ -168,8 +168,9 @@ func TestCreateVolumeInvalid(t *testing.T) {
 		{"unknown parameter", &csi.CreateVolumeRequest{Name: "pvc-a", Parameters: params("onDelet", "retain"), VolumeCapabilities: caps}, []string{"onDelet"}},
 		{"no server", &csi.CreateVolumeRequest{Name: "pvc-a", Parameters: map[string]string{"share": testShare}, VolumeCapabilities: caps}, []string{"server"}},
 		{"bad mode", &csi.CreateVolumeRequest{Name: "pvc-a", Parameters: params("mode", "999"), VolumeCapabilities: caps}, []string{"mode"}},
-		{"clone", &csi.CreateVolumeRequest{Name: "pvc-a", Parameters: params(), VolumeCapabilities: caps,
-			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}}, nil},
+		{"clone across exports", &csi.CreateVolumeRequest{Name: "pvc-a", Parameters: params(), VolumeCapabilities: caps,
+			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{
+				VolumeId: "1#d##other.example#/export#pvc-src#"}}}}, []string{"between exports"}},
 		{"name with a slash", &csi.CreateVolumeRequest{Name: "../pvc", Parameters: params(), VolumeCapabilities: caps}, nil},
 		{"name dot dot", &csi.CreateVolumeRequest{Name: "..", Parameters: params(), VolumeCapabilities: caps}, nil},
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,8 +28,14 @@ func toStatus(volID string, err error) error {
 	switch {
 	case errors.As(err, &pe), errors.Is(err, volume.ErrMalformedID):
 		code = codes.InvalidArgument
-	case errors.Is(err, share.ErrExists):
+	case errors.Is(err, share.ErrExists), errors.Is(err, share.ErrIncompatible):
 		code = codes.AlreadyExists
+	case errors.Is(err, share.ErrUnsupported):
+		code = codes.InvalidArgument
+	case errors.Is(err, share.ErrSourceNotFound), errors.Is(err, share.ErrSnapshotNotFound):
+		code = codes.NotFound
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		code = codes.ResourceExhausted
 	case errors.Is(err, share.ErrConflict), errors.Is(err, share.ErrNotDir):
 		code = codes.FailedPrecondition
 	case errors.Is(err, share.ErrNotFound):

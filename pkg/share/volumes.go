@@ -27,12 +27,19 @@ var (
 	ErrNotFound = errors.New("volume directory not found")
 	// ErrNotDir: something other than a real directory sits where the volume should be.
 	ErrNotDir = errors.New("not a directory")
+	// ErrIncompatible: the volume (or snapshot) exists with different arguments (CSI ALREADY_EXISTS).
+	ErrIncompatible = errors.New("exists with different arguments")
+	// ErrSourceNotFound: a content source (snapshot or volume) does not exist.
+	ErrSourceNotFound = errors.New("content source not found")
+	// ErrUnsupported: a request Paddock cannot honour by design (CSI INVALID_ARGUMENT).
+	ErrUnsupported = errors.New("not supported")
 )
 
 const (
 	claimsDir  = volume.MetaDir + "/claims"
 	trashDir   = volume.MetaDir + "/trash"
 	archiveDir = volume.MetaDir + "/archive"
+	snapsDir   = volume.MetaDir + "/snapshots"
 )
 
 // CreateOptions shape a new volume directory.
@@ -41,6 +48,8 @@ type CreateOptions struct {
 	UID, GID int   // -1 leaves it as created
 	Reuse    bool  // adopt an existing directory that no volume claims
 	Capacity int64 // recorded in the claim: NFS has no quota, but CSI idempotency compares sizes
+	// Source, when set, fills the new volume with a copy of a snapshot or another volume.
+	Source *Source
 }
 
 // claim records which volume owns a directory. It lives in the metadata area, not in the volume, so
@@ -52,6 +61,27 @@ type claim struct {
 	State    string // "pending" until mode and owner are applied, then "ready"
 	Adopted  bool   // an existing directory taken over with reuseExisting
 	Capacity int64
+	// What the volume ID holds beyond the export, so ListVolumes can rebuild it exactly. Claims
+	// written before ListVolumes lack these lines (HasID false); Create adds them on its next call.
+	HasID     bool
+	OnDelete  volume.OnDelete
+	Retention time.Duration
+	NFSVers   string
+	Source    string // "snapshot:<id>" or "volume:<id>" when made from a content source
+}
+
+// claimOf is the claim a new volume gets.
+func claimOf(v volume.Volume, o CreateOptions) claim {
+	c := claim{Name: v.Name, SubDir: v.SubDir, State: "pending", Capacity: o.Capacity}
+	c.setID(v)
+	if o.Source != nil {
+		c.Source = o.Source.String()
+	}
+	return c
+}
+
+func (c *claim) setID(v volume.Volume) {
+	c.HasID, c.OnDelete, c.Retention, c.NFSVers = true, v.OnDelete, v.ArchiveRetention, v.NFSVers
 }
 
 func claimPath(subDir string) string {
@@ -60,8 +90,14 @@ func claimPath(subDir string) string {
 }
 
 func (c claim) encode() []byte {
-	return []byte(fmt.Sprintf("paddock-claim v1\nname=%s\nsubdir=%s\nstate=%s\nadopted=%t\ncapacity=%d\n",
-		c.Name, c.SubDir, c.State, c.Adopted, c.Capacity))
+	s := fmt.Sprintf("paddock-claim v1\nname=%s\nsubdir=%s\nstate=%s\nadopted=%t\ncapacity=%d\n",
+		c.Name, c.SubDir, c.State, c.Adopted, c.Capacity)
+	if c.HasID {
+		// Values are volume names, IDs and flags: none holds a newline.
+		s += fmt.Sprintf("ondelete=%s\nretention=%d\nnfsvers=%s\nsource=%s\n",
+			c.OnDelete, int64(c.Retention/time.Second), c.NFSVers, c.Source)
+	}
+	return []byte(s)
 }
 
 func readClaim(r *os.Root, subDir string) (claim, error) {
@@ -83,6 +119,15 @@ func readClaim(r *os.Root, subDir string) (claim, error) {
 			c.Adopted = v == "true"
 		case "capacity":
 			c.Capacity, _ = strconv.ParseInt(v, 10, 64)
+		case "ondelete":
+			c.HasID, c.OnDelete = true, volume.OnDelete(v)
+		case "retention":
+			n, _ := strconv.ParseInt(v, 10, 64)
+			c.Retention = time.Duration(n) * time.Second
+		case "nfsvers":
+			c.NFSVers = v
+		case "source":
+			c.Source = v
 		}
 	}
 	if c.Name == "" || c.SubDir != subDir {
@@ -116,7 +161,7 @@ func createClaim(r *os.Root, c claim) error {
 
 // ensureMeta creates the metadata area, refusing one that is a symlink (it would redirect trash).
 func ensureMeta(r *os.Root) error {
-	for _, d := range []string{volume.MetaDir, claimsDir, trashDir, archiveDir} {
+	for _, d := range []string{volume.MetaDir, claimsDir, trashDir, archiveDir, snapsDir} {
 		fi, err := r.Lstat(d)
 		if errors.Is(err, fs.ErrNotExist) {
 			if err := r.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -161,16 +206,36 @@ func checkAncestors(r *os.Root, subDir string) error {
 // crash at any step, or a repeated call, ends in the same state. A directory that exists without this
 // volume's claim is refused (ErrExists) unless o.Reuse is set, and a directory claimed by another
 // volume always is (ErrConflict). It returns the capacity recorded when the volume was first created.
+//
+// With o.Source the volume is filled with a copy of a snapshot or another volume on the same export
+// before its claim turns ready, so a crash during the copy is redone from scratch on retry; the copy is
+// O(size) and runs with a longer deadline than other steps.
 func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions) (int64, error) {
-	unlock, err := w.lockVolume(ctx, v)
+	keys := []string{w.volumeKey(v)}
+	timeout := w.cfg.FSTimeout
+	if o.Source != nil {
+		if err := o.Source.check(v); err != nil {
+			return 0, err
+		}
+		keys = append(keys, o.Source.lockKey())
+		timeout = w.copyTimeout()
+	}
+	unlock, err := w.lockKeys(ctx, keys...)
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	capacity := o.Capacity
-	err = w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "create "+v.SubDir, func(r *os.Root) error {
+	filled := false
+	err = w.withExport(ctx, exportOf(v), timeout, "create "+v.SubDir, func(r *os.Root) error {
 		if err := ensureMeta(r); err != nil {
 			return err
+		}
+		want := ""
+		if o.Source != nil {
+			want = o.Source.String()
 		}
 		c, err := readClaim(r, v.SubDir)
 		switch {
@@ -185,17 +250,45 @@ func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions
 			if !fi.IsDir() {
 				return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
 			}
+			if c.HasID && c.Source != want {
+				return fmt.Errorf("volume %s %w: content source %q, not %q", v.Name, ErrIncompatible, c.Source, want)
+			}
+			if !c.HasID { // written by an older release: record what ListVolumes needs
+				c.setID(v)
+				c.Source = want
+				return writeClaim(r, c)
+			}
 			return nil
 		case err == nil: // pending: an earlier attempt stopped half way; finish it
+			if c.HasID && c.Source != want {
+				return fmt.Errorf("volume %s %w: content source %q, not %q", v.Name, ErrIncompatible, c.Source, want)
+			}
+			if !c.HasID {
+				c.setID(v)
+				c.Source = want
+			}
+			if o.Source != nil {
+				if err := o.Source.resolve(r); err != nil {
+					return err
+				}
+			}
 		case errors.Is(err, fs.ErrNotExist):
 			if err := checkAncestors(r, v.SubDir); err != nil {
 				return err
 			}
-			c = claim{Name: v.Name, SubDir: v.SubDir, State: "pending", Capacity: o.Capacity}
+			if o.Source != nil {
+				// Before anything is written: an unknown source must leave no trace.
+				if err := o.Source.resolve(r); err != nil {
+					return err
+				}
+			}
+			c = claimOf(v, o)
 			fi, err := r.Lstat(v.SubDir)
 			switch {
 			case err == nil && (!o.Reuse || !fi.IsDir()):
 				return fmt.Errorf("%w: %q (set reuseExisting=true on the class to adopt it)", ErrExists, v.SubDir)
+			case err == nil && o.Source != nil:
+				return fmt.Errorf("%w: %q exists; an adopted directory cannot be filled from a content source", ErrExists, v.SubDir)
 			case err == nil:
 				if err := w.checkNoNestedVolumes(r, v.SubDir); err != nil {
 					return err
@@ -238,12 +331,50 @@ func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions
 					return err
 				}
 			}
+			if o.Source != nil {
+				// A retry after a crash mid-copy finds part of the copy: nobody has used this volume
+				// yet (its claim never turned ready), so the part goes to the trash and the copy
+				// starts again.
+				moved, err := w.binEntries(r, v.SubDir, "refill-"+v.Name)
+				filled = filled || moved
+				if err != nil {
+					return err
+				}
+				if _, err := copyTree(ctx, r, o.Source.dataDir(), v.SubDir, false); err != nil {
+					return fmt.Errorf("copying %s into volume %s: %w", o.Source, v.Name, err)
+				}
+			}
 		}
 		c.State = "ready"
 		capacity = c.Capacity
 		return writeClaim(r, c)
 	})
+	if filled {
+		w.Kick(exportOf(v))
+	}
 	return capacity, err
+}
+
+// binEntries moves every entry of dir into a fresh bin in the trash (O(entries), never opening them)
+// and reports whether it moved anything.
+func (w *Workspace) binEntries(r *os.Root, dir, label string) (bool, error) {
+	entries, err := fs.ReadDir(r.FS(), dir)
+	if err != nil || len(entries) == 0 {
+		return false, err
+	}
+	if len(label) > 64 {
+		label = label[:64]
+	}
+	bin := trashDir + "/" + trashName(w.cfg.Now().UTC(), label)
+	if err := r.Mkdir(bin, 0o700); err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if err := r.Rename(dir+"/"+e.Name(), bin+"/"+e.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return true, fmt.Errorf("moving %q out of %q: %w", e.Name(), dir, err)
+		}
+	}
+	return true, nil
 }
 
 // SetCapacity records a new capacity for an existing volume (ControllerExpandVolume). NFS enforces

@@ -304,7 +304,7 @@ func (w *Workspace) withExport(ctx context.Context, x Export, timeout time.Durat
 
 // lockVolume serializes calls on one volume directory.
 func (w *Workspace) lockVolume(ctx context.Context, v volume.Volume) (func(), error) {
-	return w.locks.Lock(ctx, exportOf(v).key()+"\x00"+v.SubDir)
+	return w.locks.Lock(ctx, w.volumeKey(v))
 }
 
 // Close stops the reaper and unmounts every export.
