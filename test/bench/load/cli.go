@@ -27,8 +27,9 @@ const usageText = `csiload: CSI load generator and raw floor measurements
   csiload [-scenario S] -endpoint E [flags]   drive a CSI endpoint
   csiload floor -kind K [flags]                time the raw operations underneath
   csiload rss -pid P [-interval I -duration D] sample a process's VmRSS/VmHWM
+  csiload reap -endpoint E -ids F -trash DIR    DeleteVolume, then time until DIR is empty
 
-Scenarios: create-delete, create (needs -ids), delete (needs -ids), publish (needs -target-dir)
+Scenarios: create-delete, create (needs -ids), delete (needs -ids), publish (needs -target-dir), info (GetPluginInfo only)
 Floor kinds: ` + "mkdir-chmod, rename, mount-mkdir-umount, mount-umount, make-tree, rm-rf" + `
 Exit status: 0 all ops succeeded, 1 some ops failed, 2 usage or setup error.
 Run "csiload -h", "csiload floor -h" or "csiload rss -h" for the flags.
@@ -43,6 +44,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return floorMain(ctx, args[1:], stdout, stderr)
 		case "rss":
 			return rssMain(ctx, args[1:], stdout, stderr)
+		case "reap":
+			return reapMain(ctx, args[1:], stdout, stderr)
 		case "help":
 			fmt.Fprint(stdout, usageText)
 			return ExitOK
@@ -82,7 +85,7 @@ func parseCSIFlags(args []string, stderr io.Writer) (CSIOptions, string, error) 
 		jsonPath           string
 	)
 	fs.StringVar(&o.Endpoint, "endpoint", os.Getenv("CSI_ENDPOINT"), "CSI endpoint: unix:///path or tcp://host:port (default $CSI_ENDPOINT)")
-	fs.StringVar(&o.Scenario, "scenario", ScenarioCreateDelete, "create-delete, create, delete or publish")
+	fs.StringVar(&o.Scenario, "scenario", ScenarioCreateDelete, "create-delete, create, delete, publish or info")
 	fs.Var(&params, "params", "CreateVolume parameters k=v,k=v (repeatable; \\, for a literal comma)")
 	fs.StringVar(&accessMode, "access-mode", "SINGLE_NODE_WRITER", "CSI access mode enum name (or RWO, ROX, RWX, RWOP)")
 	fs.StringVar(&o.FsType, "fs-type", "", "mount volume fs_type")
@@ -140,6 +143,7 @@ func parseFloorFlags(args []string, stderr io.Writer) (FloorOptions, string, err
 	fs.StringVar(&o.MountType, "mount-type", "nfs", "mount -t TYPE")
 	fs.StringVar(&o.MountOpts, "mount-opts", "", "mount -o OPTS")
 	fs.IntVar(&o.Files, "files", 10000, "files in the tree (make-tree, rm-rf)")
+	fs.StringVar(&o.BuildDir, "build-dir", "", "rm-rf: build the trees here (the server-local path of -dir) instead of through -dir")
 	fs.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "deadline of each exec'd mount/umount/rm")
 	fs.BoolVar(&o.Keep, "keep", false, "leave the directories the floor created (default: removed, untimed)")
 	fs.StringVar(&jsonPath, "json", "", "write the JSON report to this file")

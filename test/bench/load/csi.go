@@ -22,6 +22,9 @@ const (
 	ScenarioCreate       = "create"
 	ScenarioDelete       = "delete"
 	ScenarioPublish      = "publish"
+	// ScenarioInfo calls GetPluginInfo N times: the cost of one gRPC round
+	// trip to the driver with no work behind it, the floor under every RPC.
+	ScenarioInfo = "info"
 )
 
 // Op kind names: the CSI RPC names, so a report reads like the spec.
@@ -32,6 +35,7 @@ const (
 	OpNodeUnstageVolume   = "NodeUnstageVolume"
 	OpNodePublishVolume   = "NodePublishVolume"
 	OpNodeUnpublishVolume = "NodeUnpublishVolume"
+	OpGetPluginInfo       = "GetPluginInfo"
 )
 
 // CSIOptions configure a CSI scenario run.
@@ -79,7 +83,7 @@ func (o *CSIOptions) config() Config {
 
 func (o *CSIOptions) validate() error {
 	switch o.Scenario {
-	case ScenarioCreateDelete, ScenarioCreate:
+	case ScenarioCreateDelete, ScenarioCreate, ScenarioInfo:
 		if o.N < 1 {
 			return fmt.Errorf("-n must be >= 1")
 		}
@@ -98,8 +102,8 @@ func (o *CSIOptions) validate() error {
 			return fmt.Errorf("scenario publish needs -target-dir")
 		}
 	default:
-		return fmt.Errorf("unknown scenario %q (want %s, %s, %s or %s)", o.Scenario,
-			ScenarioCreateDelete, ScenarioCreate, ScenarioDelete, ScenarioPublish)
+		return fmt.Errorf("unknown scenario %q (want %s, %s, %s, %s or %s)", o.Scenario,
+			ScenarioCreateDelete, ScenarioCreate, ScenarioDelete, ScenarioPublish, ScenarioInfo)
 	}
 	if o.Prefix == "" {
 		return fmt.Errorf("-prefix must not be empty")
@@ -283,6 +287,14 @@ func RunCSI(ctx context.Context, o CSIOptions) (*Report, error) {
 		err = r.deleteOnly(ctx)
 	case ScenarioPublish:
 		err = r.publish(ctx)
+	case ScenarioInfo:
+		st := RunOps(ctx, OpGetPluginInfo, o.N, o.Workers, func(ctx context.Context, _ int) error {
+			return r.call(ctx, func(ctx context.Context) error {
+				_, err := r.id.GetPluginInfo(ctx, &csi.GetPluginInfoRequest{})
+				return err
+			})
+		})
+		r.rep.Ops = append(r.rep.Ops, st)
 	}
 
 	if sampler != nil {

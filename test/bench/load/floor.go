@@ -39,9 +39,15 @@ type FloorOptions struct {
 	MountType string // mount -t; "nfs" unless a test mounts something else
 	MountOpts string // mount -o
 	Files     int    // make-tree, rm-rf: files in the tree
-	Timeout   time.Duration
-	Keep      bool // leave what the floor created instead of cleaning up (untimed)
-	Log       io.Writer
+	// BuildDir (rm-rf only, optional) is where the trees are built: the
+	// server-local path of the directory Dir mounts (e.g. the export on the
+	// NFS server), so building 2×Files files does not go through NFS and the
+	// client has nothing cached when rm -rf starts. Removal always goes
+	// through Dir.
+	BuildDir string
+	Timeout  time.Duration
+	Keep     bool // leave what the floor created instead of cleaning up (untimed)
+	Log      io.Writer
 }
 
 func (o *FloorOptions) config() Config {
@@ -56,6 +62,9 @@ func (o *FloorOptions) config() Config {
 	switch o.Kind {
 	case FloorMakeTree, FloorRmRf:
 		c.Files = o.Files
+		if o.Kind == FloorRmRf {
+			c.BuildDir = o.BuildDir
+		}
 	default:
 		c.N = o.N
 	}
@@ -436,6 +445,27 @@ func (f *floorRun) makeTree(ctx context.Context) error {
 	return nil
 }
 
+// waitVisible makes sure a tree built through BuildDir is seen through Dir
+// before it is timed, or the removal would time nothing. Opening the parent
+// makes an NFS client revalidate it (close-to-open); the poll covers the
+// attribute cache of clients that do not.
+func (f *floorRun) waitVisible(ctx context.Context, t string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if d, err := os.Open(filepath.Dir(t)); err == nil {
+			d.Close()
+		}
+		_, err := os.Lstat(filepath.Join(t, "d00"))
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("not visible as %s: %w", t, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // rmRf times removing a tree both ways a driver might: os.RemoveAll in
 // process and exec'ing rm -rf. It builds the two identical trees itself
 // (untimed) under -dir and only ever removes those, so it can be pointed at
@@ -443,14 +473,20 @@ func (f *floorRun) makeTree(ctx context.Context) error {
 func (f *floorRun) rmRf(ctx context.Context) error {
 	goTree := filepath.Join(f.o.Dir, f.o.Prefix+"-removeall")
 	rmTree := filepath.Join(f.o.Dir, f.o.Prefix+"-rmrf")
+	build := func(t string) string { return t }
+	if f.o.BuildDir != "" {
+		build = func(t string) string { return filepath.Join(f.o.BuildDir, filepath.Base(t)) }
+	}
 	for _, t := range []string{goTree, rmTree} {
-		if _, err := os.Lstat(t); err == nil {
-			return fmt.Errorf("rm-rf: %s exists; pick another -prefix", t)
+		// Only the build path is checked: a lookup through an NFS Dir would
+		// leave a negative dentry that hides the tree built beside it.
+		if _, err := os.Lstat(build(t)); err == nil {
+			return fmt.Errorf("rm-rf: %s exists; pick another -prefix", build(t))
 		}
 	}
 	var items int
 	for _, t := range []string{goTree, rmTree} {
-		mk, cr, n, err := f.buildTree(ctx, t, f.o.Files)
+		mk, cr, n, err := f.buildTree(ctx, build(t), f.o.Files)
 		if err == nil && mk.Errors+cr.Errors > 0 {
 			err = fmt.Errorf("%s: %s", mk.FirstError, cr.FirstError)
 		}
@@ -458,6 +494,9 @@ func (f *floorRun) rmRf(ctx context.Context) error {
 			return fmt.Errorf("rm-rf setup: %w", err)
 		}
 		items = n + 1 // the root too
+		if err := f.waitVisible(ctx, t); err != nil {
+			return fmt.Errorf("rm-rf setup: tree built in %s: %w", build(t), err)
+		}
 	}
 	for _, m := range []struct {
 		op   string

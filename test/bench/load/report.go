@@ -116,6 +116,7 @@ type Config struct {
 	MountType     string            `json:"mount_type,omitempty"`
 	MountOpts     string            `json:"mount_opts,omitempty"`
 	Files         int               `json:"files,omitempty"`
+	BuildDir      string            `json:"build_dir,omitempty"`
 }
 
 func newReport(mode, scenario string, cfg Config) *Report {
