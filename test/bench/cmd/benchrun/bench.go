@@ -19,7 +19,7 @@ import (
 
 // Paths and endpoints inside the guest.
 const (
-	export     = "/srv/nfs/a"          // server-local path of the export
+	export     = "/srv/nfs/a"           // server-local path of the export
 	source     = "127.0.0.1:/srv/nfs/a" // what the driver and the floors mount
 	floorMnt   = "/mnt/floor-a"         // a plain mount of the export for the floors
 	ctrlSock   = "/run/paddock/ctrl.sock"
