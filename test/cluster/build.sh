@@ -20,7 +20,8 @@ etcd_ver=$(modver go.etcd.io/etcd/server/v3)
 
 # Bump when the build flags change, so old binaries are not reused.
 recipe=1
-hash=$( { cat "$tools/go.mod"; echo "recipe=$recipe"; } | sha256sum | cut -c1-12)
+# Comment lines are left out so that documenting go.mod does not force a rebuild.
+hash=$( { grep -v '^[[:space:]]*//' "$tools/go.mod"; echo "recipe=$recipe"; } | sha256sum | cut -c1-12)
 cache=${PADDOCK_CACHE:-$HOME/.cache/paddock}
 dir=$cache/cluster/k8s-$k8s_ver-etcd-$etcd_ver-$hash
 bin=$dir/bin
@@ -37,6 +38,7 @@ if ! have_all; then
 		start=$(date +%s)
 		tmp=$(mktemp -d "$dir/bin.tmp.XXXXXX")
 		trap 'rm -rf "$tmp"' EXIT
+		chmod 755 "$tmp" # mktemp makes it 0700
 		major=${k8s_ver#v}; major=${major%%.*}
 		minor=${k8s_ver#v*.}; minor=${minor%%.*}
 		commit=$(sed -n 's/.*"Origin".*"Hash":"\([0-9a-f]*\)".*/\1/p' \
@@ -51,7 +53,8 @@ if ! have_all; then
 		echo "build.sh: building k8s $k8s_ver + etcd $etcd_ver into $bin (cold: ~10 min on 2 cores)" >&2
 		# One invocation: packages shared by the binaries compile once.
 		# CGO_ENABLED=0 gives static binaries and needs no C toolchain.
-		CGO_ENABLED=0 go -C "$tools" build -trimpath -ldflags="$ld" -o "$tmp/" \
+		# GOWORK=off: a go.work elsewhere in the tree must not pull this module in.
+		GOWORK=off CGO_ENABLED=0 go -C "$tools" build -trimpath -ldflags="$ld" -o "$tmp/" \
 			go.etcd.io/etcd/server/v3 \
 			k8s.io/kubernetes/cmd/kube-apiserver \
 			k8s.io/kubernetes/cmd/kube-controller-manager \

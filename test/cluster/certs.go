@@ -26,6 +26,7 @@ type pki struct {
 	adminCert, adminKey     string
 	kcmCert, kcmKey         string
 	schedCert, schedKey     string
+	proxyCert, proxyKey     string
 	saKey, saPub            string
 	caPEM                   []byte
 	adminCertPEM, adminKeyP []byte
@@ -38,6 +39,7 @@ func newPKI(dir string, sans []string) (*pki, error) {
 		adminCert: filepath.Join(dir, "admin.crt"), adminKey: filepath.Join(dir, "admin.key"),
 		kcmCert: filepath.Join(dir, "controller-manager.crt"), kcmKey: filepath.Join(dir, "controller-manager.key"),
 		schedCert: filepath.Join(dir, "scheduler.crt"), schedKey: filepath.Join(dir, "scheduler.key"),
+		proxyCert: filepath.Join(dir, "front-proxy-client.crt"), proxyKey: filepath.Join(dir, "front-proxy-client.key"),
 		saKey: filepath.Join(dir, "sa.key"), saPub: filepath.Join(dir, "sa.pub"),
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -101,6 +103,10 @@ func newPKI(dir string, sans []string) (*pki, error) {
 		// bootstrap policy applies to them as in a production cluster.
 		{clientTmpl("system:kube-controller-manager"), p.kcmCert, p.kcmKey},
 		{clientTmpl("system:kube-scheduler"), p.schedCert, p.schedKey},
+		// The aggregation layer's identity; configuring it also gives the
+		// delegating components a requestheader CA, so they do not log an
+		// error about the missing bundle every few seconds.
+		{clientTmpl("front-proxy-client"), p.proxyCert, p.proxyKey},
 	}
 	for _, l := range leaves {
 		if err := issue(l.tmpl, ca, caKey, l.cert, l.key); err != nil {

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
@@ -150,6 +151,15 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		// endpoints would point at loopback, which the apiserver refuses.
 		"--endpoint-reconciler-type=none",
 		"--cert-dir="+filepath.Join(c.Dir, "apiserver-certs"),
+		// Front proxy (aggregation) settings as kubeadm sets them; one CA
+		// for everything is enough for a test cluster.
+		"--requestheader-client-ca-file="+p.caCert,
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+p.proxyCert,
+		"--proxy-client-key-file="+p.proxyKey,
 	)
 	if err != nil {
 		return nil, err
@@ -196,6 +206,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		"--service-account-private-key-file="+p.saKey,
 		"--root-ca-file="+p.caCert,
 		"--controllers=*",
+		// The PV binder only looks for a volume when it syncs a claim; a
+		// claim processed before its informer has seen a PV created a moment
+		// earlier waits for the next resync (15 s by default). Same code
+		// path, just sooner: tests create PV and PVC within milliseconds.
+		"--pvclaimbinder-sync-period=2s",
 	)
 	if err != nil {
 		return nil, err
@@ -222,6 +237,17 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	probe := insecureClient()
 	defer probe.CloseIdleConnections()
 	if err := kcm.waitHTTP(ctx, probe, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort)); err != nil {
+		return nil, err
+	}
+	// kube-controller-manager answers /healthz before its controllers run: it
+	// constructs them one by one (seconds) and starts them together. Objects
+	// created in that gap wait for a resync (the PV binder's is 15 s), so wait
+	// for a sign that the controllers are running: the service-account
+	// controller's "default" ServiceAccount in "default".
+	if err := kcm.waitFor(ctx, "controllers (default ServiceAccount)", func(ctx context.Context) error {
+		_, err := c.Client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	if sched != nil {
@@ -255,14 +281,26 @@ func (c *Cluster) Stop() error {
 	}
 	c.hbWG.Wait()
 	var errs []error
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		p := c.procs[i]
-		alreadyDead := p.exited()
-		p.stop(10 * time.Second)
-		// A component that died on its own before Stop is worth reporting.
-		if alreadyDead {
+	// A component that died on its own before Stop is worth reporting.
+	for _, p := range c.procs {
+		if p.exited() {
 			errs = append(errs, p.failure(errors.New("exited before Stop")))
 		}
+	}
+	// Clients of the apiserver (controller-manager, scheduler) first, in
+	// parallel; then the apiserver; etcd last, so nobody logs a lost backend.
+	stopAll := func(ps []*proc) {
+		var wg sync.WaitGroup
+		for _, p := range ps {
+			wg.Go(func() { p.stop(10 * time.Second) })
+		}
+		wg.Wait()
+	}
+	if len(c.procs) > 2 {
+		stopAll(c.procs[2:])
+	}
+	for i := min(len(c.procs), 2) - 1; i >= 0; i-- {
+		c.procs[i].stop(10 * time.Second)
 	}
 	if c.tmpDir {
 		if err := os.RemoveAll(c.Dir); err != nil {

@@ -108,30 +108,40 @@ func (p *proc) failure(err error) error {
 
 // waitHTTP polls url until it answers 200 OK, the process exits, or ctx ends.
 func (p *proc) waitHTTP(ctx context.Context, client *http.Client, url string) error {
-	var last error = errors.New("no answer yet")
+	return p.waitFor(ctx, url, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s: %s", url, resp.Status, bytes.TrimSpace(body))
+		}
+		return nil
+	})
+}
+
+// waitFor polls check until it succeeds, the process exits, or ctx ends; the
+// error then carries the process's log tail and the last check error.
+func (p *proc) waitFor(ctx context.Context, what string, check func(context.Context) error) error {
+	var last error = errors.New("not checked yet")
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if p.exited() {
-			return p.failure(fmt.Errorf("exited before %s was ready", url))
+			return p.failure(fmt.Errorf("exited before %s was ready", what))
 		}
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				cancel()
-				return nil
-			}
-			err = fmt.Errorf("%s: %s: %s", url, resp.Status, bytes.TrimSpace(body))
-		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		last = check(cctx)
 		cancel()
-		last = err
+		if last == nil {
+			return nil
+		}
 		select {
 		case <-ctx.Done():
-			return p.failure(fmt.Errorf("not ready: %w (last: %v)", ctx.Err(), last))
+			return p.failure(fmt.Errorf("%s not ready: %w (last: %v)", what, ctx.Err(), last))
 		case <-p.done:
 		case <-tick.C:
 		}

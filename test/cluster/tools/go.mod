@@ -3,6 +3,10 @@
 // never leak into github.com/paddock-csi/paddock. `go install` refuses modules
 // with replace directives, hence the tool directives here; build with
 // ../build.sh.
+//
+// etcd: kubernetes v1.37.1 itself requires go.etcd.io/etcd/*/v3 v3.7.0 (and its
+// hack/lib/etcd.sh and kubeadm use etcd 3.7.0), so minimal version selection
+// builds etcd v3.7.0 here; v3.6.16 cannot coexist with it in one build.
 module github.com/paddock-csi/paddock/test/cluster/tools
 
 go 1.26.0
