@@ -7,7 +7,10 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,6 +220,25 @@ func TestCluster(t *testing.T) {
 		out, err = c.Kubectl(ctx, "version", "-o", "json")
 		if err != nil || strings.Count(out, `"gitVersion": "v1.37.1"`) != 2 {
 			t.Fatalf("kubectl version should report v1.37.1 for client and server: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("ExtraSANsInServingCert", func(t *testing.T) {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(c.CAData) {
+			t.Fatal("bad CA PEM")
+		}
+		// Dial loopback but verify as a QEMU guest (10.0.2.2) or a DNS
+		// name would: the cert must carry both SANs.
+		for _, name := range []string{"10.0.2.2", "paddock.test", "localhost", "127.0.0.1"} {
+			conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c.Port), &tls.Config{RootCAs: pool, ServerName: name})
+			if err != nil {
+				t.Fatalf("verify serving cert as %s: %v", name, err)
+			}
+			conn.Close()
+		}
+		if _, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c.Port), &tls.Config{RootCAs: pool, ServerName: "10.9.9.9"}); err == nil {
+			t.Fatal("serving cert verified for an address it should not name")
 		}
 	})
 
