@@ -141,6 +141,9 @@ func (w *Workspace) CreateSnapshot(ctx context.Context, src volume.Volume, name 
 		if err != nil {
 			return fmt.Errorf("copying volume %s: %w", srcID, err)
 		}
+		if err := ctx.Err(); err != nil {
+			return err // abandoned at the deadline: a retry owns the snapshot now, never mark it ready
+		}
 		rec.State, rec.Size = stateReady, size
 		if err := writeSnapshotRecord(r, s.Dir, rec); err != nil {
 			return err

@@ -399,3 +399,35 @@ func sortedCopy(s []string) []string {
 	}
 	return c
 }
+
+// A copy that runs out of time stops, leaves no ready snapshot, and the retry copies everything.
+func TestSnapshotDeadlineThenRetry(t *testing.T) {
+	e := newEnv(t, nil)
+	src := vol("pvc-big", "pvc-big", volume.OnDeleteDelete)
+	e.create(src, defaultOpts())
+	for i := 0; i < 400; i++ {
+		e.write(fmt.Sprintf("pvc-big/d%d/f%d", i%20, i), strings.Repeat("x", i))
+	}
+	want := tree(t, e.path("pvc-big"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+	defer cancel()
+	if _, err := e.ws.CreateSnapshot(ctx, src, "big"); err == nil {
+		t.Log("the copy beat a 2ms deadline; only the retry path is checked")
+	} else if info, gerr := e.ws.GetSnapshot(context.Background(), volume.SnapshotOf(src, "big")); gerr == nil && info.Ready {
+		t.Fatalf("a copy that failed (%v) left a ready snapshot", err)
+	}
+	info, err := e.ws.CreateSnapshot(context.Background(), src, "big")
+	if err != nil || !info.Ready {
+		t.Fatalf("retry: %+v, %v", info, err)
+	}
+	if got := tree(t, e.path(snapshotData("big"))); got != want {
+		t.Fatal("snapshot after retry differs from its source")
+	}
+	var sum int64
+	for i := 0; i < 400; i++ {
+		sum += int64(i)
+	}
+	if info.Size != sum {
+		t.Fatalf("size %d, want %d", info.Size, sum)
+	}
+}

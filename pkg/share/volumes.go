@@ -343,6 +343,9 @@ func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions
 				if _, err := copyTree(ctx, r, o.Source.dataDir(), v.SubDir, false); err != nil {
 					return fmt.Errorf("copying %s into volume %s: %w", o.Source, v.Name, err)
 				}
+				if err := ctx.Err(); err != nil {
+					return err // abandoned at the deadline: a retry owns the volume now
+				}
 			}
 		}
 		c.State = "ready"
