@@ -7,8 +7,6 @@ import (
 	_ "github.com/container-storage-interface/spec/lib/go/csi"
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "google.golang.org/grpc"
-	_ "k8s.io/client-go/kubernetes"
 	_ "k8s.io/klog/v2"
 	_ "k8s.io/mount-utils"
-	_ "sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 )

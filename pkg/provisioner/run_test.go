@@ -1,0 +1,97 @@
+package provisioner
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+// TestRunWithLibrary drives the real library controller against a fake API server: a claim of a good
+// class gets a PV; a claim of a class with a bad parameter gets a ProvisioningFailed event that names
+// the parameter, and no PV.
+func TestRunWithLibrary(t *testing.T) {
+	core, _ := newCore(t)
+	good := class(map[string]string{"reclaimPolicy": "Recycle"})
+	bad := class(map[string]string{"sever": "typo"})
+	bad.Name, bad.UID = "paddock-bad", "bad-uid"
+	annotate := func(c *v1.PersistentVolumeClaim, name, uid, className string) *v1.PersistentVolumeClaim {
+		c.Name, c.UID = name, types.UID("uid-"+uid)
+		c.Spec.StorageClassName = &className
+		c.Annotations["volume.kubernetes.io/storage-provisioner"] = driverName
+		return c
+	}
+	cs := fake.NewClientset(good, bad,
+		annotate(claim(), "good", "1", good.Name),
+		annotate(claim(), "bad", "2", bad.Name))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Client: cs, DriverName: driverName, Core: core, RetryStart: 10 * time.Millisecond})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	}()
+
+	var pv *v1.PersistentVolume
+	waitFor(t, "PV for claim team-a/good", func() bool {
+		var err error
+		pv, err = cs.CoreV1().PersistentVolumes().Get(ctx, "pvc-uid-1", metav1.GetOptions{})
+		return err == nil
+	})
+	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRecycle {
+		t.Errorf("reclaim policy %q, want Recycle", pv.Spec.PersistentVolumeReclaimPolicy)
+	}
+	if pv.Spec.ClaimRef == nil || pv.Spec.ClaimRef.Name != "good" || pv.Spec.ClaimRef.Namespace != "team-a" {
+		t.Errorf("claimRef %+v", pv.Spec.ClaimRef)
+	}
+	if pv.Annotations["pv.kubernetes.io/provisioned-by"] != driverName {
+		t.Errorf("annotations %v", pv.Annotations)
+	}
+
+	var msg string
+	waitFor(t, "ProvisioningFailed event on claim team-a/bad", func() bool {
+		evs, err := cs.CoreV1().Events("team-a").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == "bad" && e.Reason == "ProvisioningFailed" && e.Type == v1.EventTypeWarning {
+				msg = e.Message
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(msg, `"sever"`) {
+		t.Errorf("event message %q does not name the parameter", msg)
+	}
+	if _, err := cs.CoreV1().PersistentVolumes().Get(ctx, "pvc-uid-2", metav1.GetOptions{}); err == nil {
+		t.Error("a PV was created for the claim of the bad class")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
