@@ -83,6 +83,9 @@ func ratioRow(fig string, s load.OpStats, value float64, floorName string, floor
 	if floor > 0 && value > 0 {
 		ratio := value / floor
 		r.ratio = fmt.Sprintf("%.2f×", ratio)
+		if ratio < 0.01 {
+			r.ratio = fmt.Sprintf("%.2g×", ratio)
+		}
 		if limit > 0 {
 			r.met = tri(ratio <= limit && s.Errors == 0)
 		}
@@ -214,8 +217,8 @@ func (b *bench) markdown(w *strings.Builder) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", fig, r.value, dash(r.floor), dash(r.ratio), r.target, dash(r.met))
 	}
 	fmt.Fprintln(w)
-	if analysis != "" && !b.c.quick {
-		fmt.Fprintf(w, "%s\n", analysis)
+	if a, err := os.ReadFile(analysisFile); err == nil && !b.c.quick {
+		fmt.Fprintf(w, "%s\n", strings.TrimSpace(string(a))+"\n")
 	}
 	fmt.Fprintf(w, "## What was measured\n\n%s\n", method)
 	if len(b.notes) > 0 {

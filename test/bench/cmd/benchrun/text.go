@@ -25,7 +25,8 @@ const method = `- **CreateVolume / DeleteVolume**: ` + "`csiload -scenario creat
 - Latencies are per call, p50 of the successful calls (nearest rank); "ratio" is value / floor.
 `
 
-// analysis is the interpretation of the last full run, written by hand
-// after looking at its numbers (and kept with the generator so that a
-// rerun keeps it); benchrun prints it only for full runs.
-const analysis = ``
+// analysisFile is the hand-written interpretation of the last full run
+// (what missed and why, proposed fixes), relative to the repository root
+// where make runs benchrun. It is read when the report is written, so it
+// can be revised while a run is in progress; full runs include it.
+const analysisFile = "test/bench/analysis.md"
