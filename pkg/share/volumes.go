@@ -439,9 +439,8 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 	defer unlock()
 	moved := false
 	err = w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "delete "+v.SubDir, func(r *os.Root) error {
-		if err := ensureMeta(r); err != nil {
-			return err
-		}
+		// Read before writing anything: a forged ID naming a directory Paddock never provisioned (an
+		// export reached through a parent path, say) must leave no metadata area behind.
 		c, err := readClaim(r, v.SubDir)
 		if errors.Is(err, fs.ErrNotExist) {
 			if _, serr := r.Lstat(v.SubDir); errors.Is(serr, fs.ErrNotExist) || v.OnDelete == volume.OnDeleteRetain {
@@ -454,6 +453,10 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 		}
 		if c.Name != v.Name {
 			return fmt.Errorf("%w: %q is owned by volume %s, not %s; refusing to delete it", ErrConflict, v.SubDir, c.Name, v.Name)
+		}
+		// A claim proves this is Paddock's area; the trash or archive may still be missing (older layout).
+		if err := ensureMeta(r); err != nil {
+			return err
 		}
 		now := w.cfg.Now().UTC()
 		var dst string

@@ -88,8 +88,19 @@ func TestFakeFaults(t *testing.T) {
 	// With Timeout set, a hung call gives up like the real mounter.
 	f.Timeout = 20 * time.Millisecond
 	b = f.BlockNext(OpUnmount)
-	defer b.Release()
 	if err := f.Unmount(context.Background(), tgt); !errors.Is(err, mount.ErrTimeout) {
+		b.Release()
 		t.Fatalf("hung Unmount = %v, want ErrTimeout", err)
+	}
+	// The abandoned call still finishes once released; wait for it (it holds the fake's lock while it
+	// re-creates tgt) so it cannot race t.TempDir's cleanup.
+	b.Release()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, mounted := f.Mounted(tgt); !mounted {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("released Unmount never finished")
+		}
 	}
 }
