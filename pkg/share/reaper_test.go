@@ -223,7 +223,10 @@ func TestReaperRefusesSymlinkedMetadata(t *testing.T) {
 	if err := os.WriteFile(e.outside+"/keep", []byte("k"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(e.path(volume.MetaDir), 0o700); err != nil {
+	// A provisioned volume, so Delete has a claim and must use the trash.
+	x := vol("pvc-x", "x", volume.OnDeleteDelete)
+	e.create(x, defaultOpts())
+	if err := os.Remove(e.path(trashDir)); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(e.outside, e.path(trashDir)); err != nil {
@@ -232,8 +235,11 @@ func TestReaperRefusesSymlinkedMetadata(t *testing.T) {
 	if _, err := e.ws.Reap(context.Background(), xp); !isErr(err, ErrNotDir) {
 		t.Fatalf("Reap with a symlinked trash = %v, want ErrNotDir", err)
 	}
-	if err := e.ws.Delete(context.Background(), vol("pvc-x", "x", volume.OnDeleteDelete)); !isErr(err, ErrNotDir) {
+	if err := e.ws.Delete(context.Background(), x); !isErr(err, ErrNotDir) {
 		t.Fatalf("Delete with a symlinked trash = %v, want ErrNotDir", err)
+	}
+	if !exists(e.path("x")) {
+		t.Fatal("volume moved although the trash is a symlink")
 	}
 	if !exists(e.outside + "/keep") {
 		t.Fatal("outside file removed")

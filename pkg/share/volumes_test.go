@@ -584,3 +584,37 @@ func TestSetCapacity(t *testing.T) {
 		}
 	}
 }
+
+// A forged ID naming a directory Paddock never provisioned (an export reached through its parent
+// path, say) must be refused or be a no-op, and must leave no metadata area behind.
+func TestDeleteOfUnprovisionedCreatesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		present bool
+		od      volume.OnDelete
+		wantErr error
+	}{
+		{"absent, delete", false, volume.OnDeleteDelete, nil},
+		{"absent, archive", false, volume.OnDeleteArchive, nil},
+		{"present, delete", true, volume.OnDeleteDelete, ErrConflict},
+		{"present, archive", true, volume.OnDeleteArchive, ErrConflict},
+		{"present, retain", true, volume.OnDeleteRetain, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			if tc.present {
+				if err := os.MkdirAll(e.path("foreign/data"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := listing(t, e.export)
+			err := e.ws.Delete(context.Background(), vol("pvc-forged", "foreign", tc.od))
+			if tc.wantErr == nil && err != nil || tc.wantErr != nil && !isErr(err, tc.wantErr) {
+				t.Fatalf("Delete = %v, want %v", err, tc.wantErr)
+			}
+			if after := listing(t, e.export); after != before {
+				t.Fatalf("export changed:\nbefore:\n%s\nafter:\n%s", before, after)
+			}
+		})
+	}
+}
