@@ -68,6 +68,7 @@ func main() {
 		fmt.Println("paddock", version)
 		return
 	}
+	setUmask(os.Args[1:])
 	if err := run(f); err != nil {
 		klog.ErrorS(err, "Exiting")
 		klog.Flush()

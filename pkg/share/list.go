@@ -64,18 +64,24 @@ func (w *Workspace) listVolumes(ctx context.Context, health bool) ([]ListedVolum
 	var all []ListedVolume
 	for _, x := range w.Known() {
 		err := w.withExport(ctx, x, w.cfg.FSTimeout, "list volumes", func(r *os.Root) error {
-			entries, err := fs.ReadDir(r.FS(), claimsDir)
+			d, err := r.Open(claimsDir)
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
+			defer d.Close()
+			entries, err := d.ReadDir(-1)
+			if err != nil {
+				return err
+			}
 			for _, e := range entries {
-				if strings.HasSuffix(e.Name(), ".tmp") || !e.Type().IsRegular() {
+				// Claims are symlinks (regular files from earlier releases).
+				if strings.HasSuffix(e.Name(), ".tmp") || !e.Type().IsRegular() && e.Type()&fs.ModeSymlink == 0 {
 					continue
 				}
-				lv, ok := listedVolume(r, x, e.Name())
+				lv, ok := listedVolume(r, int(d.Fd()), x, e.Name())
 				if !ok {
 					continue
 				}
@@ -96,8 +102,8 @@ func (w *Workspace) listVolumes(ctx context.Context, health bool) ([]ListedVolum
 
 // listedVolume rebuilds a volume from its claim file; ok is false for claims that are not ready,
 // belong to the same export mounted with another NFS version, or predate recorded IDs.
-func listedVolume(r *os.Root, x Export, file string) (ListedVolume, bool) {
-	b, err := r.ReadFile(claimsDir + "/" + file)
+func listedVolume(r *os.Root, claimsFD int, x Export, file string) (ListedVolume, bool) {
+	b, err := readClaimBytes(claimsFD, file)
 	if err != nil {
 		return ListedVolume{}, false
 	}
@@ -110,7 +116,7 @@ func listedVolume(r *os.Root, x Export, file string) (ListedVolume, bool) {
 	if subDir == "" || claimPath(subDir) != claimsDir+"/"+file {
 		return ListedVolume{}, false
 	}
-	c, err := readClaim(r, subDir)
+	c, err := parseClaim(b, subDir)
 	if err != nil || c.State != stateReady || !c.HasID || c.NFSVers != x.NFSVers {
 		if err == nil && !c.HasID {
 			klog.V(4).InfoS("Claim predates recorded volume IDs; not listed until Create sees it again", "subDir", subDir)

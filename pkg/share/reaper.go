@@ -75,6 +75,25 @@ func (w *Workspace) Run(ctx context.Context) {
 			start(x)
 		}
 	}
+	// Kicks are gathered per export for ReapDebounce: one sweep serves a burst of deletes.
+	waiting := map[string]bool{}
+	fire := make(chan Export, 64)
+	kicked := func(x Export) {
+		if w.cfg.ReapDebounce < 0 {
+			start(x)
+			return
+		}
+		if waiting[x.key()] {
+			return
+		}
+		waiting[x.key()] = true
+		time.AfterFunc(w.cfg.ReapDebounce, func() {
+			select {
+			case fire <- x:
+			case <-ctx.Done():
+			}
+		})
+	}
 	sweepAll()
 	t := time.NewTicker(w.cfg.ReapInterval)
 	defer t.Stop()
@@ -83,6 +102,9 @@ func (w *Workspace) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case x := <-w.kick:
+			kicked(x)
+		case x := <-fire:
+			delete(waiting, x.key())
 			start(x)
 		case <-t.C:
 			sweepAll()
@@ -104,12 +126,17 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 	if err := e.mu.lock(ctx); err != nil {
 		return time.Time{}, err
 	}
-	r := e.root
+	r, gen := e.root, e.gen
 	e.mu.unlock()
 	if r == nil {
 		return time.Time{}, errors.New("export not mounted")
 	}
-	if err := boundedFS(ctx, w.cfg.FSTimeout, "metadata", func() error { return ensureMeta(r) }); err != nil {
+	// Each sweep checks the metadata area again and reopens the descriptors that Create and Delete
+	// use, so a directory replaced behind Paddock's back (a symlink put in its place) is refused here.
+	var h metaHold
+	defer h.release()
+	m, err := mount.BoundedValue(ctx, w.cfg.FSTimeout, "metadata", func() (*metaFDs, error) { return w.metaRefresh(ctx, &h, e, r, gen) })
+	if err != nil {
 		return time.Time{}, err
 	}
 	now := w.cfg.Now()
@@ -125,18 +152,19 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 	}
 	for _, area := range []struct {
 		dir, kind string
+		fd        func() int
 		when      func(string) (time.Time, bool)
 	}{
-		{trashDir, "trash", func(n string) (time.Time, bool) {
+		{trashDir, "trash", m.trashFD, func(n string) (time.Time, bool) {
 			t, ok := trashTime(n)
 			if !ok {
 				return time.Time{}, true // not named by Paddock, but in the trash all the same
 			}
 			return t.Add(w.cfg.TrashGrace), true
 		}},
-		{archiveDir, "archive", archiveExpiry},
+		{archiveDir, "archive", m.archiveFD, archiveExpiry},
 	} {
-		names, err := w.list(ctx, r, area.dir)
+		names, err := w.list(ctx, m, area.fd, area.dir)
 		if err != nil {
 			return next, err
 		}
@@ -149,7 +177,7 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 		if len(victims) == 0 {
 			continue
 		}
-		if err := w.removeEntries(ctx, r, area.dir, victims); err != nil {
+		if err := w.removeEntries(ctx, m, area.fd, area.dir, victims); err != nil {
 			return next, err
 		}
 		metrics.ReaperRemoved.WithLabelValues(area.kind).Add(float64(len(victims)))
@@ -158,30 +186,39 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 	return next, nil
 }
 
-func (w *Workspace) list(ctx context.Context, r *os.Root, dir string) ([]string, error) {
+// list reads the names in the directory open as dfd (the trash or the archive), through a fresh
+// descriptor of it so that concurrent sweeps never share a directory offset.
+// The closure holds its own reference to m: abandoned at the deadline, it may run after Reap returns.
+func (w *Workspace) list(ctx context.Context, m *metaFDs, dfd func() int, dir string) ([]string, error) {
+	m.acquire()
 	return mount.BoundedValue(ctx, w.cfg.FSTimeout, "list "+dir, func() ([]string, error) {
-		entries, err := fs.ReadDir(r.FS(), dir)
-		names := make([]string, 0, len(entries))
-		for _, e := range entries {
-			names = append(names, e.Name())
+		defer m.release()
+		fd, err := unix.Openat(dfd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, &fs.PathError{Op: "open", Path: dir, Err: err}
 		}
-		return names, err
+		f := os.NewFile(uintptr(fd), dir)
+		defer f.Close()
+		return f.Readdirnames(-1)
 	})
 }
 
-// removeEntries removes whole trees below dir. Directories are opened relative to their parent with
-// O_NOFOLLOW, so a symlink anywhere in a tree is unlinked, never followed; work fans out over
-// ReapWorkers goroutines because each NFS unlink is a round trip.
-func (w *Workspace) removeEntries(ctx context.Context, r *os.Root, dir string, names []string) error {
+// removeEntries removes whole trees in the directory open as dfd. Directories are opened relative to
+// their parent with O_NOFOLLOW, so a symlink anywhere in a tree is unlinked, never followed; work fans
+// out over ReapWorkers goroutines because each NFS unlink is a round trip.
+func (w *Workspace) removeEntries(ctx context.Context, m *metaFDs, dfd func() int, dir string, names []string) error {
 	sem := make(chan struct{}, w.cfg.ReapWorkers)
+	m.acquire()
 	// The whole removal may take long for a big tree; it is bounded generously and, if the server
 	// dies, abandoned to finish or fail in the background (it owns its descriptors) while the next
 	// sweep retries.
 	return boundedFS(ctx, 1000*w.cfg.FSTimeout, "remove "+dir, func() error {
-		d, err := r.Open(dir)
+		fd, err := unix.Openat(dfd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		m.release() // from here on the removal owns its descriptors
 		if err != nil {
-			return err
+			return &fs.PathError{Op: "open", Path: dir, Err: err}
 		}
+		d := os.NewFile(uintptr(fd), dir)
 		defer d.Close()
 		return removeAll(ctx, int(d.Fd()), names, sem)
 	})

@@ -12,7 +12,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
 	"github.com/paddock-csi/paddock/pkg/volume"
 )
@@ -33,6 +37,9 @@ var (
 	ErrSourceNotFound = errors.New("content source not found")
 	// ErrUnsupported: a request Paddock cannot honour by design (CSI INVALID_ARGUMENT).
 	ErrUnsupported = errors.New("not supported")
+	// ErrRootSquashed: the export squashes root, so the class's uid/gid cannot be applied (CSI
+	// FAILED_PRECONDITION: the export or the class must change, a retry alone will not help).
+	ErrRootSquashed = errors.New("the export squashes root")
 )
 
 const (
@@ -100,11 +107,25 @@ func (c claim) encode() []byte {
 	return []byte(s)
 }
 
+// readClaim reads a claim through the export root (path-based; Create and Delete use metaFDs).
 func readClaim(r *os.Root, subDir string) (claim, error) {
-	b, err := r.ReadFile(claimPath(subDir))
-	if err != nil {
+	var b []byte
+	t, err := r.Readlink(claimPath(subDir))
+	switch {
+	case err == nil:
+		b = []byte(t)
+	case errors.Is(err, syscall.EINVAL): // a regular file: written by an earlier release
+		b, err = r.ReadFile(claimPath(subDir))
+		if err != nil {
+			return claim{}, err
+		}
+	default:
 		return claim{}, err
 	}
+	return parseClaim(b, subDir)
+}
+
+func parseClaim(b []byte, subDir string) (claim, error) {
 	var c claim
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, _ := strings.Cut(line, "=")
@@ -136,27 +157,15 @@ func readClaim(r *os.Root, subDir string) (claim, error) {
 	return c, nil
 }
 
-// writeClaim replaces a claim atomically (temp file + rename), so a crash never leaves half a claim.
+// writeClaim replaces a claim atomically (a new symlink renamed over it), so a crash never leaves
+// half a claim.
 func writeClaim(r *os.Root, c claim) error {
-	p := claimPath(c.SubDir)
-	tmp := p + ".tmp"
-	if err := r.WriteFile(tmp, c.encode(), 0o600); err != nil {
-		return err
-	}
-	return r.Rename(tmp, p)
-}
-
-// createClaim writes a new claim, failing with fs.ErrExist if one appeared meanwhile.
-func createClaim(r *os.Root, c claim) error {
-	f, err := r.OpenFile(claimPath(c.SubDir), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	d, err := r.Open(claimsDir)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(c.encode())
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	defer d.Close()
+	return writeClaimAt(int(d.Fd()), c)
 }
 
 // ensureMeta creates the metadata area, refusing one that is a symlink (it would redirect trash).
@@ -229,48 +238,35 @@ func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions
 	defer cancel()
 	capacity := o.Capacity
 	filled := false
-	err = w.withExport(ctx, exportOf(v), timeout, "create "+v.SubDir, func(r *os.Root) error {
-		if err := ensureMeta(r); err != nil {
+	err = w.withExportE(ctx, exportOf(v), timeout, "create "+v.SubDir, func(e *export, r *os.Root, gen int) error {
+		var h metaHold
+		defer h.release()
+		m, err := w.metaOf(ctx, &h, e, r, gen)
+		if err != nil {
 			return err
 		}
 		want := ""
 		if o.Source != nil {
 			want = o.Source.String()
 		}
-		c, err := readClaim(r, v.SubDir)
+		// A plain volume (no owner to set, no special bits the umask or mkdir could drop, no content to
+		// copy) is complete the moment its directory exists, so its claim is written once, already
+		// "ready", before the mkdir: a crash in between leaves a ready claim without a directory, which
+		// a retry completes with the same mkdir. Anything else is claimed "pending" first and marked
+		// ready after the owner, mode and content are in place.
+		simple := o.Source == nil && o.UID < 0 && o.GID < 0 && mkdirIsExact(o.Mode)
+
+		var c claim
+		fresh := false // this call wrote the claim, and the directory did not exist before it
+		fi, err := r.Lstat(v.SubDir)
 		switch {
-		case err == nil && c.Name != v.Name:
-			return fmt.Errorf("%w: %q is used by volume %s", ErrConflict, v.SubDir, c.Name)
-		case err == nil && c.State == "ready":
-			capacity = c.Capacity
-			fi, err := r.Lstat(v.SubDir)
+		case err == nil: // an existing directory: ours (a repeated call), or not
+			c, err = m.readClaim(v.SubDir)
+			if errors.Is(err, fs.ErrNotExist) {
+				return w.adopt(r, m, v, o, fi, &capacity)
+			}
 			if err != nil {
-				return fmt.Errorf("volume directory %q vanished: %w", v.SubDir, err)
-			}
-			if !fi.IsDir() {
-				return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
-			}
-			if c.HasID && c.Source != want {
-				return fmt.Errorf("volume %s %w: content source %q, not %q", v.Name, ErrIncompatible, c.Source, want)
-			}
-			if !c.HasID { // written by an older release: record what ListVolumes needs
-				c.setID(v)
-				c.Source = want
-				return writeClaim(r, c)
-			}
-			return nil
-		case err == nil: // pending: an earlier attempt stopped half way; finish it
-			if c.HasID && c.Source != want {
-				return fmt.Errorf("volume %s %w: content source %q, not %q", v.Name, ErrIncompatible, c.Source, want)
-			}
-			if !c.HasID {
-				c.setID(v)
-				c.Source = want
-			}
-			if o.Source != nil {
-				if err := o.Source.resolve(r); err != nil {
-					return err
-				}
+				return err
 			}
 		case errors.Is(err, fs.ErrNotExist):
 			if err := checkAncestors(r, v.SubDir); err != nil {
@@ -283,79 +279,195 @@ func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions
 				}
 			}
 			c = claimOf(v, o)
-			fi, err := r.Lstat(v.SubDir)
-			switch {
-			case err == nil && (!o.Reuse || !fi.IsDir()):
-				return fmt.Errorf("%w: %q (set reuseExisting=true on the class to adopt it)", ErrExists, v.SubDir)
-			case err == nil && o.Source != nil:
-				return fmt.Errorf("%w: %q exists; an adopted directory cannot be filled from a content source", ErrExists, v.SubDir)
-			case err == nil:
-				if err := w.checkNoNestedVolumes(r, v.SubDir); err != nil {
+			if simple {
+				c.State = stateReady
+			}
+			err = m.createClaim(c)
+			if errors.Is(err, fs.ErrNotExist) { // the claims directory we hold was removed or replaced
+				if m, err = w.metaRefresh(ctx, &h, e, r, gen); err != nil {
 					return err
 				}
-				c.Adopted = true
-			case !errors.Is(err, fs.ErrNotExist):
-				return err
+				err = m.createClaim(c)
 			}
-			if err := createClaim(r, c); err != nil {
-				if errors.Is(err, fs.ErrExist) {
-					return fmt.Errorf("%w: %q was claimed concurrently, retry", ErrConflict, v.SubDir)
+			switch {
+			case err == nil:
+				fresh = true
+			case errors.Is(err, fs.ErrExist): // an earlier attempt got this far
+				if c, err = m.readClaim(v.SubDir); err != nil {
+					return err
 				}
+			default:
 				return err
 			}
 		default:
+			if aerr := checkAncestors(r, v.SubDir); aerr != nil {
+				return aerr // says which parent is wrong, better than the walk's error
+			}
 			return err
 		}
-		if !c.Adopted {
-			if parent := path.Dir(v.SubDir); parent != "." {
-				if err := r.MkdirAll(parent, 0o755); err != nil {
-					return err
+
+		if !fresh {
+			switch {
+			case c.Name != v.Name:
+				return fmt.Errorf("%w: %q is used by volume %s", ErrConflict, v.SubDir, c.Name)
+			case c.HasID && c.Source != want:
+				return fmt.Errorf("volume %s %w: content source %q, not %q", v.Name, ErrIncompatible, c.Source, want)
+			case c.State == stateReady && fi != nil:
+				capacity = c.Capacity
+				if !fi.IsDir() {
+					return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
+				}
+				if !c.HasID { // written by an older release: record what ListVolumes needs
+					c.setID(v)
+					c.Source = want
+					return m.writeClaim(c)
+				}
+				return nil
+			case c.State == stateReady && (c.Adopted || !simple):
+				return fmt.Errorf("volume directory %q vanished: %w", v.SubDir, fs.ErrNotExist)
+			case c.State == stateReady:
+				// A plain volume whose claim was written but whose mkdir never happened: finish it.
+				capacity = c.Capacity
+			default: // pending: an earlier attempt stopped half way; finish it
+				if !c.HasID {
+					c.setID(v)
+					c.Source = want
+				}
+				if o.Source != nil {
+					if err := o.Source.resolve(r); err != nil {
+						return err
+					}
 				}
 			}
-			if err := r.Mkdir(v.SubDir, o.Mode.Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
+		}
+		if c.Adopted {
+			c.State = stateReady
+			capacity = c.Capacity
+			return m.writeClaim(c)
+		}
+
+		if parent := path.Dir(v.SubDir); parent != "." {
+			if err := r.MkdirAll(parent, 0o755); err != nil {
+				return w.undoClaim(m, c, fresh, err)
+			}
+		}
+		err = r.Mkdir(v.SubDir, o.Mode.Perm())
+		switch {
+		case err == nil:
+		case errors.Is(err, fs.ErrExist) && fresh:
+			// Made by someone else between our Lstat and our mkdir: not this volume's directory.
+			return w.undoClaim(m, c, true, fmt.Errorf("%w: %q (created concurrently by someone else)", ErrExists, v.SubDir))
+		case errors.Is(err, fs.ErrExist): // made by an earlier attempt, which stopped before the claim turned ready
+		default:
+			return w.undoClaim(m, c, fresh, err)
+		}
+		if c.State == stateReady && err == nil {
+			// The common case: the claim was ready before the mkdir and mkdir set the exact mode.
+			capacity = c.Capacity
+			return nil
+		}
+		fi, err = r.Lstat(v.SubDir)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
+		}
+		if o.UID >= 0 || o.GID >= 0 {
+			if err := r.Lchown(v.SubDir, o.UID, o.GID); err != nil {
+				if errors.Is(err, syscall.EPERM) {
+					return w.undoCreate(r, m, v, fmt.Errorf("%w: cannot give volume directory %q to uid %d, gid %d (the StorageClass's uid/gid parameters; -1 is unset): "+
+						"the NFS server refused chown (%v), which is what an export with root_squash does. Export it with no_root_squash, or drop uid and gid from the class",
+						ErrRootSquashed, v.SubDir, o.UID, o.GID, err))
+				}
 				return err
 			}
-			fi, err := r.Lstat(v.SubDir)
-			if err != nil {
-				return err
-			}
-			if !fi.IsDir() {
-				return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
-			}
-			// Mkdir is subject to the umask and cannot set special bits: set the mode explicitly.
+		}
+		// Mkdir is subject to the umask and cannot set special bits (and a setgid parent passes its
+		// bit on): set the mode explicitly when it is not already exact. After chown, which may
+		// clear setuid/setgid.
+		if modeBits(fi.Mode()) != modeBits(o.Mode) || (o.UID >= 0 || o.GID >= 0) && o.Mode&specialBits != 0 {
 			if err := r.Chmod(v.SubDir, o.Mode); err != nil {
 				return err
 			}
-			if o.UID >= 0 || o.GID >= 0 {
-				if err := r.Lchown(v.SubDir, o.UID, o.GID); err != nil {
-					return err
-				}
+		}
+		if o.Source != nil {
+			// A retry after a crash mid-copy finds part of the copy: nobody has used this volume
+			// yet (its claim never turned ready), so the part goes to the trash and the copy
+			// starts again.
+			moved, err := w.binEntries(r, v.SubDir, "refill-"+v.Name)
+			filled = filled || moved
+			if err != nil {
+				return err
 			}
-			if o.Source != nil {
-				// A retry after a crash mid-copy finds part of the copy: nobody has used this volume
-				// yet (its claim never turned ready), so the part goes to the trash and the copy
-				// starts again.
-				moved, err := w.binEntries(r, v.SubDir, "refill-"+v.Name)
-				filled = filled || moved
-				if err != nil {
-					return err
-				}
-				if _, err := copyTree(ctx, r, o.Source.dataDir(), v.SubDir, false); err != nil {
-					return fmt.Errorf("copying %s into volume %s: %w", o.Source, v.Name, err)
-				}
-				if err := ctx.Err(); err != nil {
-					return err // abandoned at the deadline: a retry owns the volume now
-				}
+			if _, err := copyTree(ctx, r, o.Source.dataDir(), v.SubDir, false); err != nil {
+				return fmt.Errorf("copying %s into volume %s: %w", o.Source, v.Name, err)
+			}
+			if err := ctx.Err(); err != nil {
+				return err // abandoned at the deadline: a retry owns the volume now
 			}
 		}
-		c.State = "ready"
 		capacity = c.Capacity
-		return writeClaim(r, c)
+		if c.State == stateReady {
+			return nil
+		}
+		c.State = stateReady
+		return m.writeClaim(c)
 	})
 	if filled {
 		w.Kick(exportOf(v))
 	}
 	return capacity, err
+}
+
+// adopt takes over an existing directory that no volume claims, if the class allows it.
+func (w *Workspace) adopt(r *os.Root, m *metaFDs, v volume.Volume, o CreateOptions, fi fs.FileInfo, capacity *int64) error {
+	switch {
+	case !o.Reuse || !fi.IsDir():
+		return fmt.Errorf("%w: %q (set reuseExisting=true on the class to adopt it)", ErrExists, v.SubDir)
+	case o.Source != nil:
+		return fmt.Errorf("%w: %q exists; an adopted directory cannot be filled from a content source", ErrExists, v.SubDir)
+	}
+	if err := checkAncestors(r, v.SubDir); err != nil {
+		return err
+	}
+	if err := w.checkNoNestedVolumes(r, v.SubDir); err != nil {
+		return err
+	}
+	c := claimOf(v, o)
+	c.Adopted, c.State = true, stateReady
+	if err := m.createClaim(c); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: %q was claimed concurrently, retry", ErrConflict, v.SubDir)
+		}
+		return err
+	}
+	*capacity = c.Capacity
+	return nil
+}
+
+// undoClaim removes a claim this call wrote (fresh) when the create fails before making anything, so
+// the failure leaves no trace; err is returned.
+func (w *Workspace) undoClaim(m *metaFDs, c claim, fresh bool, err error) error {
+	if fresh {
+		if rerr := m.removeClaim(c.SubDir); rerr != nil {
+			klog.ErrorS(rerr, "Removing the claim of a failed create", "subDir", c.SubDir)
+		}
+	}
+	return err
+}
+
+// undoCreate removes the still empty directory of a create that cannot complete, then its claim, so
+// that a retry, or another class for the same directory, starts afresh. A directory that is not
+// empty is left with its claim, and err says so.
+func (w *Workspace) undoCreate(r *os.Root, m *metaFDs, v volume.Volume, err error) error {
+	if rerr := r.Remove(v.SubDir); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		return fmt.Errorf("%w (and the new directory could not be removed: %v)", err, rerr)
+	}
+	if rerr := m.removeClaim(v.SubDir); rerr != nil {
+		return fmt.Errorf("%w (and its claim could not be removed: %v)", err, rerr)
+	}
+	return err
 }
 
 // binEntries moves every entry of dir into a fresh bin in the trash (O(entries), never opening them)
@@ -408,7 +520,12 @@ func (w *Workspace) SetCapacity(ctx context.Context, v volume.Volume, capacity i
 }
 
 func (w *Workspace) checkNoNestedVolumes(r *os.Root, subDir string) error {
-	entries, err := fs.ReadDir(r.FS(), claimsDir)
+	d, err := r.Open(claimsDir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	entries, err := d.ReadDir(-1)
 	if err != nil {
 		return err
 	}
@@ -416,7 +533,7 @@ func (w *Workspace) checkNoNestedVolumes(r *os.Root, subDir string) error {
 		if strings.HasSuffix(e.Name(), ".tmp") {
 			continue
 		}
-		b, err := r.ReadFile(claimsDir + "/" + e.Name())
+		b, err := readClaimBytes(int(d.Fd()), e.Name())
 		if err != nil {
 			continue
 		}
@@ -438,10 +555,31 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 	}
 	defer unlock()
 	moved := false
-	err = w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "delete "+v.SubDir, func(r *os.Root) error {
+	err = w.withExportE(ctx, exportOf(v), w.cfg.FSTimeout, "delete "+v.SubDir, func(e *export, r *os.Root, gen int) error {
 		// Read before writing anything: a forged ID naming a directory Paddock never provisioned (an
-		// export reached through a parent path, say) must leave no metadata area behind.
-		c, err := readClaim(r, v.SubDir)
+		// export reached through a parent path, say) must leave no metadata area behind. So the claim
+		// is read through descriptors only if they are already open (the area exists), else by path.
+		var h metaHold
+		defer h.release()
+		m := w.metaCached(ctx, &h, e, gen)
+		var (
+			c   claim
+			err error
+		)
+		if m != nil {
+			c, err = m.readClaim(v.SubDir)
+		} else {
+			c, err = readClaim(r, v.SubDir)
+		}
+		if errors.Is(err, fs.ErrNotExist) && m != nil {
+			// Perhaps the claims directory we hold was replaced: check by path before concluding.
+			c, err = readClaim(r, v.SubDir)
+			if err == nil {
+				if m, err = w.metaRefresh(ctx, &h, e, r, gen); err != nil {
+					return err
+				}
+			}
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			if _, serr := r.Lstat(v.SubDir); errors.Is(serr, fs.ErrNotExist) || v.OnDelete == volume.OnDeleteRetain {
 				return nil // already deleted, or never created, or nothing to do
@@ -454,20 +592,39 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 		if c.Name != v.Name {
 			return fmt.Errorf("%w: %q is owned by volume %s, not %s; refusing to delete it", ErrConflict, v.SubDir, c.Name, v.Name)
 		}
-		// A claim proves this is Paddock's area; the trash or archive may still be missing (older layout).
-		if err := ensureMeta(r); err != nil {
-			return err
+		if m == nil {
+			// A claim proves this is Paddock's area; the trash or archive may still be missing (older
+			// layout), which metaOf creates.
+			if m, err = w.metaOf(ctx, &h, e, r, gen); err != nil {
+				return err
+			}
 		}
 		now := w.cfg.Now().UTC()
+		var dstFD int
 		var dst string
 		switch v.OnDelete {
 		case volume.OnDeleteDelete:
-			dst = trashDir + "/" + trashName(now, v.Name)
+			dstFD, dst = m.trashFD(), trashName(now, v.Name)
 		case volume.OnDeleteArchive:
-			dst = archiveDir + "/" + archiveName(v.SubDir, now, v.ArchiveRetention)
+			dstFD, dst = m.archiveFD(), archiveName(v.SubDir, now, v.ArchiveRetention)
 		}
 		if dst != "" {
-			if err := r.Rename(v.SubDir, dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			err := renameInto(r, m, v.SubDir, dstFD, dst)
+			if errors.Is(err, fs.ErrNotExist) {
+				if _, serr := r.Lstat(v.SubDir); serr == nil {
+					// The volume is there, so the trash or archive we hold is not: open them again.
+					if m, err = w.metaRefresh(ctx, &h, e, r, gen); err != nil {
+						return err
+					}
+					if v.OnDelete == volume.OnDeleteDelete {
+						dstFD = m.trashFD()
+					} else {
+						dstFD = m.archiveFD()
+					}
+					err = renameInto(r, m, v.SubDir, dstFD, dst)
+				}
+			}
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			} else if err == nil {
 				moved = v.OnDelete == volume.OnDeleteDelete
@@ -475,15 +632,39 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 		}
 		// The claim goes last: a crash before this line leaves a claim whose directory is gone, which
 		// the retry above treats as done.
-		if err := r.Remove(claimPath(v.SubDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
+		return m.removeClaim(v.SubDir)
 	})
 	if err == nil && moved {
 		w.Kick(exportOf(v))
 	}
 	return err
+}
+
+// renameInto renames the volume directory subDir to name in the directory open as dstFD (the trash
+// or the archive). renameat never follows the last component, so a symlink put in the volume's place
+// is moved, not its target. A volume at the top of the export is one renameat on held descriptors;
+// a nested one first opens its parent through the export root (which keeps it inside the export).
+func renameInto(r *os.Root, m *metaFDs, subDir string, dstFD int, name string) error {
+	pfd := m.rootFD()
+	if parent := path.Dir(subDir); parent != "." {
+		d, err := r.Open(parent)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		fi, err := d.Stat()
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "rename", Path: subDir, Err: syscall.ENOTDIR}
+		}
+		pfd = int(d.Fd())
+	}
+	if err := unix.Renameat(pfd, path.Base(subDir), dstFD, name); err != nil {
+		return &fs.PathError{Op: "rename", Path: subDir, Err: err}
+	}
+	return nil
 }
 
 // Scrub empties the volume directory but keeps it, its mode and owner (the Recycle primitive). The
