@@ -26,6 +26,8 @@ type flags struct {
 	mode, endpoint, nodeID, driverName, workDir, httpEndpoint string
 	idleTimeout, fsTimeout, trashGrace, reapInterval, grace   time.Duration
 	reapWorkers                                               int
+	maxVolumesPerNode                                         int64
+	topology                                                  string
 	showVersion                                               bool
 	kube                                                      kubeFlags
 }
@@ -47,6 +49,8 @@ func parseFlags(args []string) (flags, error) {
 	fs.DurationVar(&f.reapInterval, "reap-interval", time.Hour, "controller: how often known exports are swept for trash and expired archives")
 	fs.IntVar(&f.reapWorkers, "reap-workers", 8, "controller: parallel removals per trash sweep")
 	fs.DurationVar(&f.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long calls in flight may take to finish")
+	fs.Int64Var(&f.maxVolumesPerNode, "max-volumes-per-node", 0, "node: volumes ControllerPublishVolume may publish to this node, reported in NodeGetInfo (0: unlimited)")
+	fs.StringVar(&f.topology, "topology", "", "node: accessible topology reported in NodeGetInfo, key=value[,key=value] (e.g. topology.kubernetes.io/zone=a)")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	f.kube.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -78,8 +82,12 @@ func main() {
 }
 
 func run(f flags) error {
+	topology, err := driver.ParseTopology(f.topology)
+	if err != nil {
+		return err
+	}
 	opts := driver.Options{Name: f.driverName, Version: version, Mode: driver.Mode(f.mode), NodeID: f.nodeID,
-		Endpoint: f.endpoint, FSTimeout: f.fsTimeout}
+		Endpoint: f.endpoint, FSTimeout: f.fsTimeout, MaxVolumesPerNode: f.maxVolumesPerNode, Topology: topology}
 	if err := opts.Validate(); err != nil {
 		return err
 	}

@@ -32,6 +32,10 @@ var controllerCaps = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 	csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
 	csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
+	csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
+	csi.ControllerServiceCapability_RPC_PUBLISH_READONLY,
+	csi.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES,
+	csi.ControllerServiceCapability_RPC_MODIFY_VOLUME,
 }
 
 func (c *controller) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
@@ -54,6 +58,8 @@ type CreateRequest struct {
 	Vars         volume.TemplateVars
 	// Source, when set, is the snapshot or volume whose content fills the new volume.
 	Source *csi.VolumeContentSource
+	// MutableParameters (a VolumeAttributesClass: mode, uid, gid) override the class's on creation.
+	MutableParameters map[string]string
 }
 
 // Create provisions a volume directory and returns the CSI volume.
@@ -74,6 +80,21 @@ func (d *Driver) Create(ctx context.Context, r CreateRequest) (*csi.Volume, erro
 	v, err := p.Volume(r.Name, r.Vars)
 	if err != nil {
 		return nil, invalid("CreateVolume %s: %v", r.Name, err)
+	}
+	if len(r.MutableParameters) > 0 {
+		mu, err := parseMutable(r.MutableParameters)
+		if err != nil {
+			return nil, invalid("CreateVolume %s: mutable_parameters: %v", r.Name, err)
+		}
+		if mu.mode != nil {
+			p.Mode = *mu.mode
+		}
+		if mu.uid >= 0 {
+			p.UID = mu.uid
+		}
+		if mu.gid >= 0 {
+			p.GID = mu.gid
+		}
 	}
 	capacity := r.Required
 	if capacity == 0 {
@@ -100,7 +121,7 @@ func (c *controller) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequ
 	vol, err := c.d.Create(ctx, CreateRequest{
 		Name: req.GetName(), Parameters: req.GetParameters(), Capabilities: req.GetVolumeCapabilities(),
 		Required: req.GetCapacityRange().GetRequiredBytes(), Limit: req.GetCapacityRange().GetLimitBytes(),
-		Source: req.GetVolumeContentSource(),
+		Source: req.GetVolumeContentSource(), MutableParameters: req.GetMutableParameters(),
 	})
 	if err != nil {
 		return nil, err
@@ -121,6 +142,14 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	}
 	if err != nil {
 		return toStatus(id, err)
+	}
+	unlock, err := d.vols.Lock(ctx, volumeKey(v))
+	if err != nil {
+		return status.Errorf(codes.Aborted, "DeleteVolume %s: another operation on the volume is in progress: %v", id, err)
+	}
+	defer unlock()
+	if err := d.checkUnpublished(ctx, v); err != nil {
+		return err
 	}
 	if err := d.share.Delete(ctx, v); err != nil {
 		return toStatus(id, err)
@@ -179,9 +208,17 @@ func (c *controller) ControllerGetVolume(ctx context.Context, req *csi.Controlle
 	if err != nil {
 		return nil, err
 	}
+	pubs, err := c.d.share.Publications(ctx, v)
+	if err != nil {
+		return nil, toStatus(req.GetVolumeId(), err)
+	}
+	st := &csi.ControllerGetVolumeResponse_VolumeStatus{}
+	for _, p := range pubs {
+		st.PublishedNodeIds = append(st.PublishedNodeIds, p.Node)
+	}
 	return &csi.ControllerGetVolumeResponse{
 		Volume: &csi.Volume{VolumeId: req.GetVolumeId(), VolumeContext: v.Context()},
-		Status: &csi.ControllerGetVolumeResponse_VolumeStatus{},
+		Status: st,
 	}, nil
 }
 

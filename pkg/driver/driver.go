@@ -29,6 +29,9 @@ type Driver struct {
 	share   *share.Workspace // controller side; nil in node mode
 	mounter mount.Interface  // node side; nil in controller mode
 	targets keylock.Locks    // one publish/unpublish per target path at a time
+	nodes   keylock.Locks    // one ControllerPublishVolume per node at a time (volume limit)
+	vols    keylock.Locks    // controller publish/unpublish/delete of one volume directory
+	mounts  *mountSet        // node mounts this process made, for NodeGetStorageHealth
 }
 
 // New builds a driver. ws is required for the controller service, m for the node service.
@@ -42,7 +45,14 @@ func New(opts Options, ws *share.Workspace, m mount.Interface) (*Driver, error) 
 	if opts.node() && m == nil {
 		return nil, errors.New("node mode needs a mounter")
 	}
-	return &Driver{opts: opts, share: ws, mounter: m}, nil
+	if opts.Nodes == nil {
+		if opts.Mode == ModeAll {
+			opts.Nodes = localNode{id: opts.NodeID, max: opts.MaxVolumesPerNode}
+		} else {
+			opts.Nodes = anyNode{}
+		}
+	}
+	return &Driver{opts: opts, share: ws, mounter: m, mounts: newMountSet()}, nil
 }
 
 // Ready reports whether the driver can serve calls.
@@ -53,6 +63,7 @@ func (d *Driver) Register(s *grpc.Server) {
 	csi.RegisterIdentityServer(s, &identity{d: d})
 	if d.opts.controller() {
 		csi.RegisterControllerServer(s, &controller{d: d})
+		csi.RegisterGroupControllerServer(s, &groupController{d: d})
 	}
 	if d.opts.node() {
 		csi.RegisterNodeServer(s, &node{d: d})

@@ -37,6 +37,7 @@ type harness struct {
 	ctrlFake *mounttest.Fake
 	nodeFake *mounttest.Fake
 	ws       *share.Workspace
+	drv      *Driver
 	sock     string
 	cancel   context.CancelFunc
 	served   chan error
@@ -47,8 +48,11 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	mode  Mode
-	grace time.Duration
+	mode       Mode
+	grace      time.Duration
+	nodes      NodeDirectory
+	maxVolumes int64
+	topology   map[string]string
 }
 
 func start(t *testing.T, ho harnessOpts) *harness {
@@ -88,10 +92,12 @@ func start(t *testing.T, ho harnessOpts) *harness {
 		h.ws = ws
 	}
 	d, err := New(Options{Name: DefaultName, Version: "v9.9.9-test", Mode: ho.mode, NodeID: "node-1",
-		Endpoint: "unix://" + h.sock, FSTimeout: 5 * time.Second}, ws, h.nodeFake)
+		Endpoint: "unix://" + h.sock, FSTimeout: 5 * time.Second, Nodes: ho.nodes, MaxVolumesPerNode: ho.maxVolumes,
+		Topology: ho.topology}, ws, h.nodeFake)
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.drv = d
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.served <- d.Serve(ctx, ho.grace) }()
@@ -196,3 +202,5 @@ func listing(t *testing.T, dir string) string {
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
 }
+
+func (h *harness) d() *Driver { return h.drv }

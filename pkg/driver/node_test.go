@@ -258,17 +258,18 @@ func TestNodeInfoAndCapabilities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stats, stage bool
+	have := map[csi.NodeServiceCapability_RPC_Type]bool{}
 	for _, c := range caps.GetCapabilities() {
-		switch c.GetRpc().GetType() {
-		case csi.NodeServiceCapability_RPC_GET_VOLUME_STATS:
-			stats = true
-		case csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME:
-			stage = true
-		}
+		have[c.GetRpc().GetType()] = true
 	}
-	if !stats || stage {
-		t.Errorf("node capabilities %v: want GET_VOLUME_STATS and no STAGE_UNSTAGE", caps.GetCapabilities())
+	for _, want := range []csi.NodeServiceCapability_RPC_Type{
+		csi.NodeServiceCapability_RPC_GET_VOLUME_STATS, csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
+		csi.NodeServiceCapability_RPC_EXPAND_VOLUME, csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
+		csi.NodeServiceCapability_RPC_GET_STORAGE_HEALTH,
+	} {
+		if !have[want] {
+			t.Errorf("node capabilities %v: %v missing", caps.GetCapabilities(), want)
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ package driver
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 )
 
@@ -29,6 +31,14 @@ type Options struct {
 	Endpoint string // unix:///path or tcp://host:port
 	// FSTimeout bounds every blocking filesystem and mount call.
 	FSTimeout time.Duration
+	// MaxVolumesPerNode is the node's limit of controller-published volumes (NodeGetInfo), enforced
+	// by ControllerPublishVolume; 0 means unlimited.
+	MaxVolumesPerNode int64
+	// Topology is the node's accessible topology (NodeGetInfo), e.g. topology.kubernetes.io/zone.
+	Topology map[string]string
+	// Nodes tells the controller which node IDs exist and their volume limits. Nil: in --mode=all the
+	// local node is the only one; in --mode=controller every node ID is accepted, without a limit.
+	Nodes NodeDirectory
 }
 
 // Validate checks the options a Driver needs.
@@ -47,8 +57,45 @@ func (o Options) Validate() error {
 	if o.FSTimeout <= 0 {
 		return fmt.Errorf("--fs-timeout must be positive")
 	}
+	if o.MaxVolumesPerNode < 0 {
+		return fmt.Errorf("--max-volumes-per-node must not be negative")
+	}
+	for k, v := range o.Topology {
+		if k == "" || v == "" {
+			return fmt.Errorf("--topology: key %q and value %q must both be non-empty", k, v)
+		}
+	}
 	return nil
 }
 
 func (o Options) controller() bool { return o.Mode == ModeController || o.Mode == ModeAll }
 func (o Options) node() bool       { return o.Mode == ModeNode || o.Mode == ModeAll }
+
+// ParseTopology parses --topology: comma-separated key=value segments, keys unique.
+func ParseTopology(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("--topology=%q: %q is not key=value", s, kv)
+		}
+		if _, dup := m[k]; dup {
+			return nil, fmt.Errorf("--topology=%q: key %q given twice", s, k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// topologyString is the inverse of ParseTopology, sorted, for logs.
+func topologyString(m map[string]string) string {
+	var kv []string
+	for k, v := range m {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return strings.Join(kv, ",")
+}

@@ -41,8 +41,34 @@ func contentSource(name string, cs *csi.VolumeContentSource) (*share.Source, err
 }
 
 func snapshotOf(info share.SnapshotInfo) *csi.Snapshot {
-	return &csi.Snapshot{SnapshotId: info.ID, SourceVolumeId: info.SourceVolumeID, SizeBytes: info.Size,
+	s := &csi.Snapshot{SnapshotId: info.ID, SourceVolumeId: info.SourceVolumeID, SizeBytes: info.Size,
 		CreationTime: timestamppb.New(info.Created), ReadyToUse: info.Ready}
+	if sid, err := volume.ParseSnapshotID(info.ID); err == nil && sid.Dir == info.Name {
+		if g, ok := volume.GroupOfSnapshot(sid); ok {
+			s.GroupSnapshotId = g.ID()
+		}
+	}
+	return s
+}
+
+// checkSnapshotTopology validates CreateSnapshot's accessibility_requirements. A Paddock snapshot is a
+// copy inside its source volume's export, so it is accessible from wherever the export is: any
+// requirement the source volume met, the snapshot meets, and Paddock returns no accessible_topology
+// (which CSI reads as "not constrained"). Requirements that are malformed are refused.
+func checkSnapshotTopology(name string, req *csi.TopologyRequirement) error {
+	for _, list := range [][]*csi.Topology{req.GetRequisite(), req.GetPreferred()} {
+		for _, t := range list {
+			if len(t.GetSegments()) == 0 {
+				return invalid("CreateSnapshot %s: a topology in accessibility_requirements has no segments", name)
+			}
+			for k, v := range t.GetSegments() {
+				if k == "" || v == "" {
+					return invalid("CreateSnapshot %s: topology segment %q=%q: key and value must be non-empty", name, k, v)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // checkSnapshotParams refuses VolumeSnapshotClass parameters: Paddock has none, and a typo must not
@@ -71,6 +97,12 @@ func (c *controller) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshot
 	if err != nil {
 		return nil, status.Errorf(codes.NotFound, "CreateSnapshot %s: source volume %s: %v", name, srcID, err)
 	}
+	if _, ok := volume.GroupKeyOfMember(name); ok {
+		return nil, invalid("CreateSnapshot %s: names of the form g-<group key>-<member> are reserved for group snapshots", name)
+	}
+	if err := checkSnapshotTopology(name, req.GetAccessibilityRequirements()); err != nil {
+		return nil, err
+	}
 	info, err := c.d.share.CreateSnapshot(ctx, v, name)
 	if err != nil {
 		return nil, toStatus(srcID, err)
@@ -91,6 +123,9 @@ func (c *controller) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshot
 	}
 	if err != nil {
 		return nil, toSnapshotStatus(id, err)
+	}
+	if g, ok := volume.GroupOfSnapshot(s); ok {
+		return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s belongs to group snapshot %s; delete the group (DeleteVolumeGroupSnapshot)", id, g.ID())
 	}
 	if err := c.d.share.DeleteSnapshot(ctx, s); err != nil {
 		return nil, toSnapshotStatus(id, err)
@@ -214,11 +249,19 @@ func (c *controller) ListVolumes(ctx context.Context, req *csi.ListVolumesReques
 		ids[i] = lv.ID
 	}
 	from, to, next := page(ids, req.GetMaxEntries(), req.GetStartingToken())
+	published, err := c.d.share.PublishedNodes(ctx)
+	if err != nil {
+		return nil, status.Errorf(codeOf(err), "ListVolumes: %v", err)
+	}
 	resp := &csi.ListVolumesResponse{NextToken: next}
 	for _, lv := range list[from:to] {
+		st := &csi.ListVolumesResponse_VolumeStatus{}
+		for _, p := range published[lv.ID] {
+			st.PublishedNodeIds = append(st.PublishedNodeIds, p.Node)
+		}
 		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: &csi.Volume{
 			VolumeId: lv.ID, CapacityBytes: lv.Capacity, VolumeContext: lv.Volume.Context(), ContentSource: sourceOf(lv.Source),
-		}})
+		}, Status: st})
 	}
 	return resp, nil
 }

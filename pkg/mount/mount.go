@@ -28,6 +28,9 @@ var ErrTimeout = errors.New("NFS operation timed out")
 type Interface interface {
 	Mount(ctx context.Context, source, target string, options []string) error
 	Unmount(ctx context.Context, target string) error
+	// BindMount makes the directory tree mounted at source (a staged NFS mount) visible at target as
+	// well, read-only at target when readOnly is set (a bind remount: the source stays writable).
+	BindMount(ctx context.Context, source, target string, readOnly bool) error
 	// MountedAt returns the mount at target, or nil when nothing is mounted there.
 	MountedAt(target string) (*Entry, error)
 	// MountsOf lists the mount points where source is mounted.
@@ -95,6 +98,19 @@ func (m *Mounter) Mount(ctx context.Context, source, target string, options []st
 	klog.FromContext(ctx).V(4).Info("Mounting", "source", source, "target", target, "options", options)
 	return Bounded(ctx, m.timeout, "mount "+source, func() error {
 		return m.mu.Mount(source, target, "nfs", options)
+	})
+}
+
+// BindMount bind-mounts source at target (which must exist); with readOnly, mount-utils follows the
+// bind with a remount "bind,ro", which makes only the new mount point read-only.
+func (m *Mounter) BindMount(ctx context.Context, source, target string, readOnly bool) error {
+	opts := []string{"bind"}
+	if readOnly {
+		opts = append(opts, "ro")
+	}
+	klog.FromContext(ctx).V(4).Info("Bind-mounting", "source", source, "target", target, "options", opts)
+	return Bounded(ctx, m.timeout, "bind mount "+source, func() error {
+		return m.mu.Mount(source, target, "", opts)
 	})
 }
 

@@ -4,7 +4,8 @@
 set -eu
 mkdir -p /var/lib/paddock /tmp/sanity
 /host/paddock --mode=all --endpoint=unix:///tmp/sanity/csi.sock --node-id=sanity-node \
-  --work-dir=/var/lib/paddock --fs-timeout=20s -v=4 >/tmp/sanity/paddock.log 2>&1 &
+  --work-dir=/var/lib/paddock --fs-timeout=20s --max-volumes-per-node=3 \
+  --topology=topology.nfs.paddock.dev/zone=sanity-a -v=4 >/tmp/sanity/paddock.log 2>&1 &
 pid=$!
 i=0
 while [ ! -S /tmp/sanity/csi.sock ]; do
@@ -15,9 +16,14 @@ cat >/tmp/sanity/params.yaml <<PARAMS
 server: 127.0.0.1
 share: /srv/nfs/a
 PARAMS
+cat >/tmp/sanity/mutable.yaml <<MUTABLE
+mode: "0775"
+gid: "1000"
+MUTABLE
 rc=0
 /host/csi-sanity --csi.endpoint=/tmp/sanity/csi.sock \
   --csi.testvolumeparameters=/tmp/sanity/params.yaml \
+  --csi.testvolumemutableparameters=/tmp/sanity/mutable.yaml --csi.testnodevolumeattachlimit \
   --csi.mountdir=/tmp/sanity/target --csi.stagingdir=/tmp/sanity/staging \
   --csi.createmountpathcmd=/host/sanity-mkpath.sh --csi.createstagingpathcmd=/host/sanity-mkpath.sh \
   --csi.removemountpathcmd=/host/sanity-rmpath.sh --csi.removestagingpathcmd=/host/sanity-rmpath.sh \

@@ -23,6 +23,7 @@ type Op string
 
 const (
 	OpMount     Op = "mount"
+	OpBindMount Op = "bindMount"
 	OpUnmount   Op = "unmount"
 	OpMountedAt Op = "mountedAt"
 	OpMountsOf  Op = "mountsOf"
@@ -240,6 +241,50 @@ func (f *Fake) Mount(ctx context.Context, source, target string, options []strin
 		}
 		f.mounts[target] = append(f.mounts[target], mount.Entry{Source: source, FSType: "nfs4",
 			ReadOnly: slices.Contains(options, "ro"), Options: slices.Clone(options)})
+		return nil
+	})
+}
+
+// BindMount makes target a symlink to whatever the mount at source points to, and records a mount
+// at target with source's NFS source (as the kernel's mount table shows a bind of an NFS mount) and
+// "bind" (plus "ro" when readOnly) in its options. Source must be a mounted target of this fake.
+func (f *Fake) BindMount(ctx context.Context, source, target string, readOnly bool) error {
+	ft := f.begin(OpBindMount)
+	return f.bounded(ctx, "bind mount "+source, func() error {
+		if err := ft.apply(); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		source, target = filepath.Clean(source), filepath.Clean(target)
+		s := f.mounts[source]
+		if len(s) == 0 {
+			return fmt.Errorf("mount: %s: special device %s does not exist (the fake binds only its own mounts)", target, source)
+		}
+		dir, err := os.Readlink(source)
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(target)
+		if err != nil {
+			return fmt.Errorf("mount: mount point %s does not exist", target)
+		}
+		if fi.Mode()&os.ModeSymlink == 0 && !fi.IsDir() {
+			return fmt.Errorf("mount: mount point %s is not a directory", target)
+		}
+		if err := os.Remove(target); err != nil {
+			return fmt.Errorf("fake bind mount: cannot replace %s (the fake only mounts on empty directories): %w", target, err)
+		}
+		if err := os.Symlink(dir, target); err != nil {
+			return err
+		}
+		top := s[len(s)-1]
+		opts := []string{"bind"}
+		if readOnly {
+			opts = append(opts, "ro")
+		}
+		f.mounts[target] = append(f.mounts[target], mount.Entry{Source: top.Source, FSType: top.FSType,
+			ReadOnly: readOnly || top.ReadOnly, Options: opts})
 		return nil
 	})
 }

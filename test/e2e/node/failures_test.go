@@ -159,6 +159,19 @@ func serverGoneDuringUnpublish(t *testing.T, srv string, stopArgs []string, inUs
 	if c := status.Code(err); c != codes.OK && c != codes.DeadlineExceeded {
 		t.Errorf("NodeUnpublishVolume: %v, want OK or DeadlineExceeded", err)
 	}
+	// The staging mount (the volume's one NFS mount on the node) goes the same way.
+	if staging := stagingOf(target); staging != "" {
+		start := time.Now()
+		_, err := p.Node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: staging})
+		took := time.Since(start)
+		t.Logf("NodeUnstageVolume with the server gone: %v after %v", err, took.Round(time.Millisecond))
+		if took > 3*fsTimeout {
+			t.Errorf("NodeUnstageVolume took %v, more than 3x fs-timeout (%v)", took, 3*fsTimeout)
+		}
+		if c := status.Code(err); c != codes.OK && c != codes.DeadlineExceeded {
+			t.Errorf("NodeUnstageVolume: %v, want OK or DeadlineExceeded", err)
+		}
+	}
 	for _, l := range strings.Split(tail(p.LogPath, 200), "\n") {
 		if strings.Contains(l, "escalating") {
 			t.Logf("paddock: %s", strings.TrimSpace(l))
@@ -179,6 +192,7 @@ func serverGoneDuringUnpublish(t *testing.T, srv string, stopArgs []string, inUs
 	if _, err := p.Node.NodeUnpublishVolume(ctx2, &csi.NodeUnpublishVolumeRequest{VolumeId: vol.GetVolumeId(), TargetPath: target}); err != nil {
 		t.Errorf("second NodeUnpublishVolume with the server back: %v", err)
 	}
+	forgetTarget(t, p.Node, vol.GetVolumeId(), target) // unstages again, now with the server back
 	t.Logf("second NodeUnpublishVolume took %v", time.Since(start).Round(time.Millisecond))
 	if n := countMountsAt(t, target); n != 0 {
 		t.Errorf("%d mounts still at %s", n, target)

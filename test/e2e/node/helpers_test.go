@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -385,24 +386,94 @@ func deleteVolume(t *testing.T, c csi.ControllerClient, id string) {
 	}
 }
 
+// Publishes go as kubelet makes them when the plugin has STAGE_UNSTAGE_VOLUME: NodeStageVolume at a
+// staging path shared by the publishes of one volume (with one capability) below the same scratch
+// directory, then NodePublishVolume of that staging path. unpublish unstages after the last target.
+var staged = struct {
+	sync.Mutex
+	targets map[string]map[string]bool // staging path -> published targets
+	of      map[string]string          // target -> staging path
+}{targets: map[string]map[string]bool{}, of: map[string]string{}}
+
+// stagingPath is the staging path publish uses for a volume published at target with capability c:
+// beside the pod directory, like kubelet's per-volume globalmount.
+func stagingPath(id, target string, c *csi.VolumeCapability) string {
+	sum := sha256.Sum256([]byte(id + "\x00" + c.GetAccessMode().GetMode().String() + "\x00" + strings.Join(c.GetMount().GetMountFlags(), ",")))
+	return filepath.Join(filepath.Dir(filepath.Dir(target)), "staging-"+hex.EncodeToString(sum[:6]))
+}
+
 func publish(t *testing.T, n csi.NodeClient, vol *csi.Volume, target string, c *csi.VolumeCapability, readonly bool) {
 	t.Helper()
 	if err := publishErr(t, n, vol.GetVolumeId(), vol.GetVolumeContext(), target, c, readonly); err != nil {
-		t.Fatalf("NodePublishVolume %s at %s: %v", vol.GetVolumeId(), target, err)
+		t.Fatalf("NodeStage/PublishVolume %s at %s: %v", vol.GetVolumeId(), target, err)
 	}
 }
 
 func publishErr(t *testing.T, n csi.NodeClient, id string, vctx map[string]string, target string, c *csi.VolumeCapability, readonly bool) error {
+	staging := stagingPath(id, target, c)
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.NodeStageVolume(ctxT(t, time.Minute), &csi.NodeStageVolumeRequest{
+		VolumeId: id, VolumeContext: vctx, StagingTargetPath: staging, VolumeCapability: c,
+	}); err != nil {
+		return err
+	}
 	_, err := n.NodePublishVolume(ctxT(t, time.Minute), &csi.NodePublishVolumeRequest{
-		VolumeId: id, VolumeContext: vctx, TargetPath: target, VolumeCapability: c, Readonly: readonly,
+		VolumeId: id, VolumeContext: vctx, TargetPath: target, StagingTargetPath: staging, VolumeCapability: c, Readonly: readonly,
 	})
-	return err
+	staged.Lock()
+	defer staged.Unlock()
+	if err != nil {
+		if len(staged.targets[staging]) == 0 {
+			_, _ = n.NodeUnstageVolume(ctxT(t, time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+		}
+		return err
+	}
+	if staged.targets[staging] == nil {
+		staged.targets[staging] = map[string]bool{}
+	}
+	staged.targets[staging][filepath.Clean(target)] = true
+	staged.of[filepath.Clean(target)] = staging
+	return nil
 }
 
+// stagingOf is the staging path of a target publish made, or "".
+func stagingOf(target string) string {
+	staged.Lock()
+	defer staged.Unlock()
+	return staged.of[filepath.Clean(target)]
+}
+
+// unpublish unpublishes target and, after the last target of its staging path, unstages the volume.
 func unpublish(t *testing.T, n csi.NodeClient, id, target string) {
 	t.Helper()
 	if _, err := n.NodeUnpublishVolume(ctxT(t, time.Minute), &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
 		t.Fatalf("NodeUnpublishVolume %s at %s: %v", id, target, err)
+	}
+	forgetTarget(t, n, id, target)
+}
+
+// forgetTarget is unpublish's second half, for tests that call NodeUnpublishVolume themselves.
+func forgetTarget(t *testing.T, n csi.NodeClient, id, target string) {
+	t.Helper()
+	staged.Lock()
+	defer staged.Unlock()
+	staging, ok := staged.of[filepath.Clean(target)]
+	if !ok {
+		return
+	}
+	delete(staged.of, filepath.Clean(target))
+	delete(staged.targets[staging], filepath.Clean(target))
+	if len(staged.targets[staging]) > 0 {
+		return
+	}
+	delete(staged.targets, staging)
+	if _, err := n.NodeUnstageVolume(ctxT(t, time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+		t.Fatalf("NodeUnstageVolume %s at %s: %v", id, staging, err)
+	}
+	if m := mountAt(t, staging); m != nil {
+		t.Errorf("NodeUnstageVolume left %v mounted at %s", m.Source, staging)
 	}
 }
 
