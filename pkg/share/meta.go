@@ -299,5 +299,11 @@ func modeBits(m os.FileMode) os.FileMode { return m & (os.ModePerm | specialBits
 
 // mkdirIsExact reports whether Mkdir(mode.Perm()) alone gives exactly mode.
 func mkdirIsExact(mode os.FileMode) bool {
-	return mode&specialBits == 0 && mode.Perm()&processUmask() == 0
+	return mode&specialBits == 0 && mode.Perm()&umaskNow() == 0
 }
+
+// Replaced by tests.
+var (
+	umaskNow = processUmask
+	lchown   = func(r *os.Root, name string, uid, gid int) error { return r.Lchown(name, uid, gid) }
+)

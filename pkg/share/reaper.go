@@ -220,11 +220,12 @@ func (w *Workspace) removeEntries(ctx context.Context, m *metaFDs, dfd func() in
 		}
 		d := os.NewFile(uintptr(fd), dir)
 		defer d.Close()
-		return removeAll(ctx, int(d.Fd()), names, sem)
+		return removeAll(ctx, int(d.Fd()), names, sem, true)
 	})
 }
 
-func removeAll(ctx context.Context, parent int, names []string, sem chan struct{}) error {
+// top marks the entries of the trash or archive themselves (deleted volumes, often empty).
+func removeAll(ctx context.Context, parent int, names []string, sem chan struct{}, top bool) error {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -248,12 +249,12 @@ func removeAll(ctx context.Context, parent int, names []string, sem chan struct{
 			go func(n string) {
 				defer wg.Done()
 				defer func() { <-sem }()
-				if err := removeAt(ctx, parent, n, sem); err != nil {
+				if err := removeAt(ctx, parent, n, sem, top); err != nil {
 					fail(err)
 				}
 			}(n)
 		default:
-			if err := removeAt(ctx, parent, n, sem); err != nil {
+			if err := removeAt(ctx, parent, n, sem, top); err != nil {
 				fail(err)
 			}
 		}
@@ -263,13 +264,20 @@ func removeAll(ctx context.Context, parent int, names []string, sem chan struct{
 }
 
 // removeAt removes name in the directory open as parent, recursively, never following symlinks.
-func removeAt(ctx context.Context, parent int, name string, sem chan struct{}) error {
+func removeAt(ctx context.Context, parent int, name string, sem chan struct{}, top bool) error {
 	err := unix.Unlinkat(parent, name, 0)
 	if err == nil || errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("unlink %s: %w", name, err)
+	}
+	if top {
+		// A deleted volume is often empty: one rmdir instead of open, list and rmdir.
+		err := unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -285,7 +293,7 @@ func removeAt(ctx context.Context, parent int, name string, sem chan struct{}) e
 			f.Close()
 			return fmt.Errorf("read %s: %w", name, err)
 		}
-		err = removeAll(ctx, int(f.Fd()), children, sem)
+		err = removeAll(ctx, int(f.Fd()), children, sem, false)
 		f.Close()
 		if err != nil {
 			return err

@@ -374,7 +374,7 @@ func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions
 			return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
 		}
 		if o.UID >= 0 || o.GID >= 0 {
-			if err := r.Lchown(v.SubDir, o.UID, o.GID); err != nil {
+			if err := lchown(r, v.SubDir, o.UID, o.GID); err != nil {
 				if errors.Is(err, syscall.EPERM) {
 					return w.undoCreate(r, m, v, fmt.Errorf("%w: cannot give volume directory %q to uid %d, gid %d (the StorageClass's uid/gid parameters; -1 is unset): "+
 						"the NFS server refused chown (%v), which is what an export with root_squash does. Export it with no_root_squash, or drop uid and gid from the class",
