@@ -411,7 +411,12 @@ func publish(t *testing.T, n csi.NodeClient, vol *csi.Volume, target string, c *
 
 func publishErr(t *testing.T, n csi.NodeClient, id string, vctx map[string]string, target string, c *csi.VolumeCapability, readonly bool) error {
 	staging := stagingPath(id, target, c)
-	if err := os.MkdirAll(staging, 0o750); err != nil {
+	// The CO makes the staging directory. A stat of a stale staging mount fails (ESTALE), so only the
+	// parent goes through MkdirAll; an existing staging path, stale or not, is NodeStageVolume's.
+	if err := os.MkdirAll(filepath.Dir(staging), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(staging, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
 		t.Fatal(err)
 	}
 	if _, err := n.NodeStageVolume(ctxT(t, time.Minute), &csi.NodeStageVolumeRequest{
