@@ -306,9 +306,11 @@ func waitGuest(t *testing.T, what string, cond func() (bool, string)) {
 	})
 }
 
-// claimFile reads Paddock's claim record of subDir on export (.paddock/claims/<sha256(subDir)>).
+// claimFile reads Paddock's claim record of subDir on export (.paddock/claims/<sha256(subDir)>): a
+// symlink whose target is the record, or a regular file written by an earlier release.
 func claimFile(t *testing.T, export, subDir string) string {
 	t.Helper()
 	sum := sha256.Sum256([]byte(subDir))
-	return gsh(t, "cat "+q(export+"/.paddock/claims/"+hex.EncodeToString(sum[:])))
+	f := q(export + "/.paddock/claims/" + hex.EncodeToString(sum[:]))
+	return gsh(t, "if [ -L "+f+" ]; then readlink "+f+"; else cat "+f+"; fi")
 }
