@@ -42,6 +42,9 @@ const (
 	AnnRecycling = "paddock.dev/recycling"
 	// annBoundByController is set by the PV controller when it, not the user, bound the PV.
 	annBoundByController = "pv.kubernetes.io/bound-by-controller"
+	// annProvisionedBy names the provisioner that made a PV. A provisioner creates the PV already
+	// bound to its claim, so such a PV has no annBoundByController although no user pre-bound it.
+	annProvisionedBy = "pv.kubernetes.io/provisioned-by"
 )
 
 // Event reasons on the PV.
@@ -303,11 +306,14 @@ func (r *Reconciler) sync(ctx context.Context, name string) (time.Duration, erro
 	}
 
 	// Unbind as Kubernetes' recycler does: a PV the controller bound loses its claimRef; one the user
-	// pre-bound keeps the claim's name (it stays reserved for that claim) and loses only the UID.
+	// pre-bound keeps the claim's name (it stays reserved for that claim) and loses only the UID. A PV
+	// our provisioner made was bound by it, not by a user: it loses its claimRef too, or it would stay
+	// reserved for a claim that is gone and no new claim of its class could ever bind it.
 	done := pv.DeepCopy()
 	delete(done.Annotations, AnnRecycling)
 	claim := pvcKey(pv)
-	if _, ok := done.Annotations[annBoundByController]; ok {
+	_, byController := done.Annotations[annBoundByController]
+	if byController || done.Annotations[annProvisionedBy] == r.cfg.DriverName {
 		done.Spec.ClaimRef = nil
 		delete(done.Annotations, annBoundByController)
 	} else {

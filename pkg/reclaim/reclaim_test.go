@@ -220,6 +220,16 @@ func TestRecycle(t *testing.T) {
 		{"pre-bound by the user: keeps the claim name", func(id string) *v1.PersistentVolume {
 			return makePV("pv", id, func(pv *v1.PersistentVolume) { pv.Annotations = nil })
 		}, nil, want{scrubbed: true, unbound: "uid", event: []string{ReasonRecycled}}},
+		{"provisioned by us (bound by the provisioner, no bound-by-controller): claimRef cleared", func(id string) *v1.PersistentVolume {
+			return makePV("pv", id, func(pv *v1.PersistentVolume) {
+				pv.Annotations = map[string]string{annProvisionedBy: driverName}
+			})
+		}, nil, want{scrubbed: true, unbound: "all", event: []string{ReasonRecycled}}},
+		{"provisioned by another provisioner, no bound-by-controller: keeps the claim name", func(id string) *v1.PersistentVolume {
+			return makePV("pv", id, func(pv *v1.PersistentVolume) {
+				pv.Annotations = map[string]string{annProvisionedBy: "other.example.com"}
+			})
+		}, nil, want{scrubbed: true, unbound: "uid", event: []string{ReasonRecycled}}},
 		{"static PV by volumeAttributes", func(string) *v1.PersistentVolume { return makePV("pv", "static-scratch", static("plain")) },
 			nil, want{dir: "plain", scrubbed: true, unbound: "all", event: []string{ReasonRecycled}}},
 		{"static PV with nfsvers in mountOptions", func(string) *v1.PersistentVolume {

@@ -156,7 +156,11 @@ func TestRecycleClass(t *testing.T) {
 		return false, "events: " + pvEvents(ctx, pv.Name), nil
 	})
 
-	// A new claim of the class binds to the recycled PV.
+	// The provisioner bound the PV, so recycling clears the whole claimRef (not only its UID): a new
+	// claim of the class, with another name, binds to it.
+	if pv.Spec.ClaimRef != nil {
+		t.Fatalf("recycled provisioned PV keeps claimRef %+v: it stays reserved for the deleted claim", pv.Spec.ClaimRef)
+	}
 	createClaim(t, ns, "second", claimOpts{class: &sc.Name, size: "2Gi"})
 	_, again := waitBound(t, ns, "second")
 	if again.Name != pv.Name {
