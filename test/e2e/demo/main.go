@@ -119,7 +119,7 @@ func run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	cleanups = append(cleanups, func(context.Context) error { return conn.Close() })
 	node := csi.NewNodeClient(conn)
 	if err := kubeenv.WaitFor(ctx, 90*time.Second, func(ctx context.Context) (bool, string, error) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -229,9 +229,11 @@ func run(ctx context.Context) (err error) {
 
 	line := fmt.Sprintf("hello from the Paddock demo, %s", time.Now().UTC().Format(time.RFC3339))
 	step("Writing a file through the mount (what the example pod does): %s/hello.txt", target)
-	if _, err := e.Exec(ctx, "/bin/sh", "-c", `printf '%s\n' "$1" >> "$2/hello.txt" && cat "$2/hello.txt"`, "sh", line, target); err != nil {
+	out, err = e.Exec(ctx, "/bin/sh", "-c", `printf '%s\n' "$1" >> "$2/hello.txt" && cat "$2/hello.txt"`, "sh", line, target)
+	if err != nil {
 		return err
 	}
+	info("$ cat <target>/hello.txt\n%s", out)
 
 	step("The file on the NFS server's export (%s)", dir)
 	out, err = e.Sh(ctx, "ls -la "+dir+" && echo '$ cat "+dir+"/hello.txt' && cat "+dir+"/hello.txt")
@@ -340,8 +342,18 @@ func deleteClaim(ctx context.Context, e *kubeenv.Env, name string) error {
 	}); err != nil {
 		return err
 	}
+	info("%s is gone from its place (moved to %s/.paddock/trash at once)", dir, kubeenv.ExportA)
+	if err := kubeenv.WaitFor(ctx, 3*time.Minute, func(ctx context.Context) (bool, string, error) {
+		out, err := e.Sh(ctx, "ls -A1 "+kubeenv.ExportA+"/.paddock/trash")
+		if err != nil {
+			return false, "", err
+		}
+		return !strings.Contains(out, pvName), "trash still holds " + strings.TrimSpace(out), nil
+	}); err != nil {
+		return err
+	}
 	out, _ := e.Sh(ctx, "ls -la "+kubeenv.ExportA+" "+kubeenv.ExportA+"/.paddock/trash")
-	info("%s is gone from the export (moved to .paddock/trash, then reaped):\n%s", dir, out)
+	info("and removed from the trash by the reaper:\n%s", out)
 	return nil
 }
 
