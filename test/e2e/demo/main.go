@@ -256,10 +256,13 @@ func run(ctx context.Context) (err error) {
 		info("kubectl get pvc,pv,storageclass,csidriver; kubectl -n paddock get all")
 		info("kubectl is at %s/kubectl", e.Cluster.BinDir)
 		info("the volume is mounted in the guest at %s", target)
-		info("Stop with Ctrl-C (or kill %d): it unpublishes, deletes the claim and stops everything.", os.Getpid())
+		info("Stop with Ctrl-C (or kill %d): it stops the guest and the control plane and removes their state.", os.Getpid())
 		<-ctx.Done()
-		fmt.Println()
-		*keep = false // now clean up
+		// Ctrl-C reaches the whole process group, QEMU too: the guest may be gone already, so there is
+		// nothing to unpublish or delete; everything is thrown away.
+		step("Stopping the guest and the control plane")
+		cleanups = cleanups[:1]
+		*keep = false
 		return nil
 	}
 	step("Cleaning up: unpublish, delete the claim (its directory goes to the trash and is reaped), stop everything")
