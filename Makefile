@@ -29,10 +29,14 @@ lint:
 test-unit:
 	hack/tier.sh unit go -- $(GO) test -race -count=1 -v ./...
 
-# Short fuzz runs of every fuzzer (the long ones are run by hand: see docs/testing.md).
+# Short fuzz runs of every fuzzer in every package, FUZZTIME each (the long runs: docs/testing.md).
 fuzz:
-	$(GO) test -run=NONE -fuzz=FuzzParseID -fuzztime=$(or $(FUZZTIME),20s) ./pkg/volume/
-	$(GO) test -run=NONE -fuzz=FuzzTemplate -fuzztime=$(or $(FUZZTIME),20s) ./pkg/volume/
+	@set -e; for pkg in $$($(GO) list ./pkg/... ./cmd/...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run=NONE -fuzz="^$$f\$$" -fuzztime=$(or $(FUZZTIME),20s) $$pkg; \
+	  done; \
+	done
 
 $(CSI_SANITY):
 	mkdir -p $(dir $@)

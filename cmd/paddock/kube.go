@@ -122,7 +122,8 @@ func (k *kubeFlags) restConfig() (*rest.Config, error) {
 // work runs the selected controllers until ctx ends and they have stopped. They share one PV informer.
 func (k *kubeFlags) work(ctx context.Context, client kubernetes.Interface, id string, d *driver.Driver, ws *share.Workspace, driverName string) {
 	logger := klog.FromContext(ctx)
-	factory := informers.NewSharedInformerFactory(client, 15*time.Minute)
+	factory := informers.NewSharedInformerFactoryWithOptions(client, 15*time.Minute,
+		informers.WithTransform(provisioner.StripManagedFields))
 	pvs := factory.Core().V1().PersistentVolumes().Informer()
 	var running sync.WaitGroup
 	if k.recycler {
@@ -141,11 +142,14 @@ func (k *kubeFlags) work(ctx context.Context, client kubernetes.Interface, id st
 		}
 	}
 	if k.provisioner {
+		// Requested here, before factory.Start, so that the factory starts them.
+		claims := factory.Core().V1().PersistentVolumeClaims().Informer()
+		classes := factory.Storage().V1().StorageClasses().Informer()
 		running.Add(1)
 		go func() {
 			defer running.Done()
 			err := provisioner.Run(ctx, provisioner.Config{Client: client, DriverName: driverName, Core: d,
-				Threadiness: k.threadiness, VolumesInformer: pvs})
+				Threadiness: k.threadiness, VolumesInformer: pvs, ClaimsInformer: claims, ClassesInformer: classes})
 			if err != nil {
 				logger.Error(err, "Provisioner stopped")
 			}

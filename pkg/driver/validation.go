@@ -36,7 +36,7 @@ func toStatus(volID string, err error) error {
 		code = codes.NotFound
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		code = codes.ResourceExhausted
-	case errors.Is(err, share.ErrConflict), errors.Is(err, share.ErrNotDir):
+	case errors.Is(err, share.ErrConflict), errors.Is(err, share.ErrNotDir), errors.Is(err, share.ErrRootSquashed):
 		code = codes.FailedPrecondition
 	case errors.Is(err, share.ErrNotFound):
 		code = codes.NotFound

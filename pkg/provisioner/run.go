@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -23,6 +24,10 @@ type Config struct {
 	// VolumesInformer, if set, is a PV informer shared with other controllers (the recycler); the
 	// caller runs it. Otherwise the library makes its own.
 	VolumesInformer cache.SharedInformer
+	// ClaimsInformer and ClassesInformer, if set, are the caller's PVC and StorageClass informers
+	// (made before the caller starts its factory, so the library can add its index and handlers).
+	ClaimsInformer  cache.SharedIndexInformer
+	ClassesInformer cache.SharedInformer
 	// RetryStart and RetryMax bound the per-claim exponential backoff (defaults 1s and 5m, as the
 	// external csi-provisioner's --retry-interval-start/--retry-interval-max).
 	RetryStart, RetryMax time.Duration
@@ -68,9 +73,27 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.VolumesInformer != nil {
 		opts = append(opts, controller.VolumesInformer(cfg.VolumesInformer))
 	}
+	if cfg.ClaimsInformer != nil {
+		opts = append(opts, controller.ClaimsInformer(cfg.ClaimsInformer))
+	}
+	if cfg.ClassesInformer != nil {
+		opts = append(opts, controller.ClassesInformer(cfg.ClassesInformer))
+	}
 	pc := controller.NewProvisionController(ctx, cfg.Client, cfg.DriverName, New(cfg.DriverName, cfg.Core), opts...)
 	pc.ControllerWaitGroup(&workers)
 	pc.Run(ctx) // returns when ctx ends; its workers finish their current item
 	workers.Wait()
 	return nil
+}
+
+// StripManagedFields is an informer transform that drops metadata.managedFields before an object is
+// cached. The provisioner and the recycler never read them, and on PVs and PVCs they are often the
+// largest part of the object: with 1000 volumes they are most of the controller's heap. Updates sent
+// from a cached object carry no managedFields, which the API server takes as "unchanged".
+// Annotations are kept (templates read them, and an Update without them would delete them).
+func StripManagedFields(obj any) (any, error) {
+	if a, err := meta.Accessor(obj); err == nil {
+		a.SetManagedFields(nil)
+	}
+	return obj, nil
 }

@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -82,6 +83,63 @@ func TestRunWithLibrary(t *testing.T) {
 	}
 	if _, err := cs.CoreV1().PersistentVolumes().Get(ctx, "pvc-uid-2", metav1.GetOptions{}); err == nil {
 		t.Error("a PV was created for the claim of the bad class")
+	}
+}
+
+// TestRunWithSharedInformers runs the library on the caller's informers, as cmd/paddock does: they
+// come from a factory that strips managedFields and is started after Run has registered its handlers.
+// The claim is provisioned, the cache holds it without managedFields and with its annotations (a
+// template reads them), and the class informer is the caller's.
+func TestRunWithSharedInformers(t *testing.T) {
+	core, _ := newCore(t)
+	sc := class(map[string]string{"subDir": "${pvc.metadata.annotations['team']}"})
+	c := claim()
+	c.Name, c.UID = "shared", "uid-3"
+	c.Spec.StorageClassName = &sc.Name
+	c.Annotations["volume.kubernetes.io/storage-provisioner"] = driverName
+	c.Annotations["team"] = "blue"
+	c.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply}}
+	cs := fake.NewClientset(sc, c)
+
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(StripManagedFields))
+	pvs := factory.Core().V1().PersistentVolumes().Informer()
+	claims := factory.Core().V1().PersistentVolumeClaims().Informer()
+	classes := factory.Storage().V1().StorageClasses().Informer()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Client: cs, DriverName: driverName, Core: core, RetryStart: 10 * time.Millisecond,
+			VolumesInformer: pvs, ClaimsInformer: claims, ClassesInformer: classes})
+	}()
+	factory.Start(ctx.Done())
+	defer func() {
+		cancel()
+		<-done
+		factory.Shutdown()
+	}()
+
+	var pv *v1.PersistentVolume
+	waitFor(t, "PV for claim team-a/shared", func() bool {
+		var err error
+		pv, err = cs.CoreV1().PersistentVolumes().Get(ctx, "pvc-uid-3", metav1.GetOptions{})
+		return err == nil
+	})
+	if got := pv.Spec.CSI.VolumeAttributes["subDir"]; got != "blue" {
+		t.Errorf("PV subDir attribute %q, want the annotation's value %q", got, "blue")
+	}
+	obj, ok, err := claims.GetStore().GetByKey("team-a/shared")
+	if err != nil || !ok {
+		t.Fatalf("claim not in the shared cache: %v", err)
+	}
+	cached := obj.(*v1.PersistentVolumeClaim)
+	if len(cached.ManagedFields) != 0 {
+		t.Errorf("cached claim keeps managedFields %v", cached.ManagedFields)
+	}
+	if cached.Annotations["team"] != "blue" {
+		t.Errorf("cached claim lost its annotations: %v", cached.Annotations)
+	}
+	if len(classes.GetStore().List()) != 1 {
+		t.Errorf("class informer holds %d classes, want 1", len(classes.GetStore().List()))
 	}
 }
 

@@ -281,20 +281,27 @@ func TestMetadataReplacedWhileHeld(t *testing.T) {
 	}
 }
 
-// Delete's round trips on a held export: it must not walk the metadata area by path once open.
+// Delete's round trips on a held export: it must not walk the metadata area by path once open. The
+// metadata directory is moved away (the held descriptors follow it, a path walk would not): Delete
+// still succeeds, the volume lands in the held trash, and nothing is made at the old path.
 func TestDeleteUsesHeldDescriptors(t *testing.T) {
 	e := newEnv(t, nil)
 	a := vol("pvc-a", "a", volume.OnDeleteDelete)
 	e.create(a, defaultOpts())
-	// Make .paddock unreachable by path (but keep the held descriptors valid): Delete must still work.
-	if err := os.Chmod(e.path(volume.MetaDir), 0); err != nil {
+	if err := os.Rename(e.path(volume.MetaDir), e.path("moved-meta")); err != nil {
 		t.Fatal(err)
-	}
-	defer os.Chmod(e.path(volume.MetaDir), 0o700)
-	if os.Geteuid() == 0 {
-		t.Skip("root ignores directory permissions")
 	}
 	if err := e.ws.Delete(context.Background(), a); err != nil {
 		t.Fatalf("Delete = %v", err)
+	}
+	if exists(e.path("a")) {
+		t.Fatal("volume still in place after Delete")
+	}
+	if exists(e.path(volume.MetaDir)) {
+		t.Fatal("Delete walked the metadata path (it made a new metadata area)")
+	}
+	trash := strings.TrimPrefix(trashDir, volume.MetaDir+"/")
+	if n := len(e.entries("moved-meta/" + trash)); n != 1 {
+		t.Fatalf("held trash holds %d entries, want the deleted volume", n)
 	}
 }

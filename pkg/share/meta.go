@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paddock-csi/paddock/pkg/mount"
 )
 
 // metaFDs are descriptors of the export root and its metadata directories, held for one mount
@@ -118,6 +120,30 @@ func (w *Workspace) metaOf(ctx context.Context, h *metaHold, e *export, r *os.Ro
 	}
 	e.meta, e.metaGen = m, gen
 	return h.add(m.acquire()), nil
+}
+
+// boundedMeta runs open (metaOf or metaRefresh) under the filesystem deadline for a caller that is
+// not already inside one. If the deadline passes first, the set open acquires later is released by
+// the goroutine that got it; only a set acquired in time is added to h.
+func (w *Workspace) boundedMeta(ctx context.Context, h *metaHold, open func(*metaHold) (*metaFDs, error)) (*metaFDs, error) {
+	var mu sync.Mutex
+	gaveUp := false
+	m, err := mount.BoundedValue(ctx, w.cfg.FSTimeout, "metadata", func() (*metaFDs, error) {
+		var own metaHold
+		m, err := open(&own)
+		mu.Lock()
+		defer mu.Unlock()
+		if gaveUp {
+			own.release()
+		} else {
+			*h = append(*h, own...)
+		}
+		return m, err
+	})
+	mu.Lock()
+	gaveUp = true // a result that comes later is not ours any more
+	mu.Unlock()
+	return m, err
 }
 
 // metaRefresh drops the descriptors of generation gen and opens them again (ensureMeta included): for

@@ -135,7 +135,7 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 	// use, so a directory replaced behind Paddock's back (a symlink put in its place) is refused here.
 	var h metaHold
 	defer h.release()
-	m, err := mount.BoundedValue(ctx, w.cfg.FSTimeout, "metadata", func() (*metaFDs, error) { return w.metaRefresh(ctx, &h, e, r, gen) })
+	m, err := w.boundedMeta(ctx, &h, func(own *metaHold) (*metaFDs, error) { return w.metaRefresh(ctx, own, e, r, gen) })
 	if err != nil {
 		return time.Time{}, err
 	}

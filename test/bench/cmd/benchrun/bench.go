@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -166,10 +167,18 @@ func (b *bench) facts(ctx context.Context) error {
 
 // spawnPaddock starts paddock in the guest under name and returns its pid
 // once its socket exists.
+// controllerEnv is the environment deploy/kubernetes/controller.yaml gives the controller (checked by
+// TestControllerEnvMatchesDeploy), so that its memory is measured as deployed.
+var controllerEnv = []string{"GOMEMLIMIT=48MiB"}
+
 func (b *bench) spawnPaddock(ctx context.Context, name, sock string, args ...string) (int, error) {
 	pidFile := "/run/paddock/" + name + ".pid"
-	cmd := "mkdir -p /run/paddock && echo $$ > " + pidFile + " && exec /host/paddock " + strings.Join(args, " ")
-	b.commands = append(b.commands, "/host/paddock "+strings.Join(args, " "))
+	line := "/host/paddock " + strings.Join(args, " ")
+	if slices.Contains(args, "--mode=controller") {
+		line = strings.Join(controllerEnv, " ") + " " + line
+	}
+	cmd := "mkdir -p /run/paddock && echo $$ > " + pidFile + " && exec env " + line
+	b.commands = append(b.commands, line)
 	if err := b.g.Spawn(ctx, name, []string{"/bin/sh", "-c", cmd}, nil); err != nil {
 		return 0, err
 	}
