@@ -13,6 +13,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -197,18 +198,35 @@ func run(ctx context.Context) (err error) {
 
 	podUID := "00000000-0000-4000-8000-0000000de300"
 	target := fmt.Sprintf("/var/lib/kubelet/pods/%s/volumes/kubernetes.io~csi/%s/mount", podUID, pv.Name)
-	step("NodePublishVolume, as kubelet does for a pod that uses the claim: target %s", target)
-	if _, err := e.Sh(ctx, "mkdir -p "+filepath.Dir(target)); err != nil {
+	// kubelet's own staging path for a CSI volume: one per volume and node, shared by its pods.
+	staging := fmt.Sprintf("/var/lib/kubelet/plugins/kubernetes.io/csi/%s/%x/globalmount", pv.Spec.CSI.Driver, sha256.Sum256([]byte(pv.Spec.CSI.VolumeHandle)))
+	capability := &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{MountFlags: pv.Spec.MountOptions}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
+	}
+	step("NodeStageVolume, as kubelet does before the first pod on a node uses the claim: the NFS mount, at %s", staging)
+	if _, err := e.Sh(ctx, "mkdir -p "+filepath.Dir(staging)+" "+filepath.Dir(target)); err != nil {
 		return err
 	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	_, err = node.NodeStageVolume(sctx, &csi.NodeStageVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, StagingTargetPath: staging,
+		VolumeCapability: capability, VolumeContext: pv.Spec.CSI.VolumeAttributes})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("NodeStageVolume: %w\nnode log:\n%s", err, e.Log(ctx, "node", 30))
+	}
+	cleanups = append(cleanups, func(ctx context.Context) error {
+		step("NodeUnstageVolume %s", staging)
+		_, err := node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, StagingTargetPath: staging})
+		return err
+	})
+	step("NodePublishVolume, as kubelet does for each pod that uses the claim: a bind mount of the staged mount at %s", target)
 	pub := &csi.NodePublishVolumeRequest{
-		VolumeId:   pv.Spec.CSI.VolumeHandle,
-		TargetPath: target,
-		VolumeCapability: &csi.VolumeCapability{
-			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{MountFlags: pv.Spec.MountOptions}},
-			AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
-		},
-		VolumeContext: withPodInfo(pv.Spec.CSI.VolumeAttributes, podUID),
+		VolumeId:          pv.Spec.CSI.VolumeHandle,
+		StagingTargetPath: staging,
+		TargetPath:        target,
+		VolumeCapability:  capability,
+		VolumeContext:     withPodInfo(pv.Spec.CSI.VolumeAttributes, podUID),
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	_, err = node.NodePublishVolume(pctx, pub)
@@ -221,7 +239,7 @@ func run(ctx context.Context) (err error) {
 		_, err := node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, TargetPath: target})
 		return err
 	})
-	out, err = e.Sh(ctx, "grep "+target+" /proc/mounts")
+	out, err = e.Sh(ctx, "grep -e "+staging+" -e "+target+" /proc/mounts")
 	if err != nil {
 		return err
 	}
@@ -265,7 +283,7 @@ func run(ctx context.Context) (err error) {
 		*keep = false
 		return nil
 	}
-	step("Cleaning up: unpublish, delete the claim (its directory goes to the trash and is reaped), stop everything")
+	step("Cleaning up: unpublish, unstage, delete the claim (its directory goes to the trash and is reaped), stop everything")
 	return nil
 }
 
