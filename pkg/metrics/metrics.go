@@ -51,18 +51,9 @@ func init() {
 		Recycled, Provisioned, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 }
 
-// Serve runs the HTTP endpoint (/metrics, /healthz, /readyz) until ctx ends. ready reports readiness.
+// Serve runs the HTTP endpoint (Handler) on addr until ctx ends. ready reports readiness.
 func Serve(ctx context.Context, addr string, ready func() error) error {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux := Handler(ready)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -79,4 +70,20 @@ func Serve(ctx context.Context, addr string, ready func() error) error {
 		return err
 	}
 	return nil
+}
+
+// Handler serves /metrics (Registry), /healthz (the process answers) and /readyz (ready returns nil;
+// otherwise 503 with its error).
+func Handler(ready func() error) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
 }
