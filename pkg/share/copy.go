@@ -126,25 +126,36 @@ func (s *Source) resolve(r *os.Root) error {
 		}
 		return nil
 	}
-	if err := ownedDir(r, *s.volume); err != nil {
+	if err := ownedDir(r, *s.volume, true); err != nil {
 		return fmt.Errorf("%w: volume %s: %v", ErrSourceNotFound, s.id, err)
 	}
 	return nil
 }
 
-// ownedDir checks that v's directory exists, is a real directory and is claimed (ready) by v.
-func ownedDir(r *os.Root, v volume.Volume) error {
+// claimFor reads v's claim; no claim, or a claim of another volume, is ErrNotFound (for v, the
+// directory is not there).
+func claimFor(r *os.Root, v volume.Volume) (claim, error) {
 	c, err := readClaim(r, v.SubDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %q has no claim for volume %s", ErrNotFound, v.SubDir, v.Name)
+		return claim{}, fmt.Errorf("%w: %q has no claim for volume %s", ErrNotFound, v.SubDir, v.Name)
 	}
+	if err != nil {
+		return claim{}, err
+	}
+	if c.Name != v.Name {
+		return claim{}, fmt.Errorf("%w: %q is owned by volume %s, not %s", ErrNotFound, v.SubDir, c.Name, v.Name)
+	}
+	return c, nil
+}
+
+// ownedDir checks that v's directory exists, is a real directory and is claimed by v; with ready,
+// also that its creation finished (a copy source must be complete).
+func ownedDir(r *os.Root, v volume.Volume, ready bool) error {
+	c, err := claimFor(r, v)
 	if err != nil {
 		return err
 	}
-	if c.Name != v.Name {
-		return fmt.Errorf("%w: %q is owned by volume %s, not %s", ErrNotFound, v.SubDir, c.Name, v.Name)
-	}
-	if c.State != stateReady {
+	if ready && c.State != stateReady {
 		return fmt.Errorf("%w: volume %s is still being created", ErrNotFound, v.Name)
 	}
 	fi, err := r.Lstat(v.SubDir)

@@ -156,15 +156,8 @@ func dirProblem(r *os.Root, subDir string) string {
 func (w *Workspace) VolumeHealth(ctx context.Context, v volume.Volume) (string, error) {
 	var problem string
 	err := w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "health "+v.SubDir, func(r *os.Root) error {
-		c, err := readClaim(r, v.SubDir)
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %q has no claim for volume %s", ErrNotFound, v.SubDir, v.Name)
-		}
-		if err != nil {
+		if _, err := claimFor(r, v); err != nil {
 			return err
-		}
-		if c.Name != v.Name {
-			return fmt.Errorf("%w: %q is owned by volume %s, not %s", ErrNotFound, v.SubDir, c.Name, v.Name)
 		}
 		problem = dirProblem(r, v.SubDir)
 		return nil

@@ -128,31 +128,6 @@ func writePublications(r *os.Root, v volume.Volume, pubs []Publication) error {
 	return r.Rename(tmp, p)
 }
 
-// ownedClaim checks that v's directory exists and is claimed by v.
-func ownedClaim(r *os.Root, v volume.Volume) error {
-	c, err := readClaim(r, v.SubDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %q has no claim for volume %s", ErrNotFound, v.SubDir, v.Name)
-	}
-	if err != nil {
-		return err
-	}
-	if c.Name != v.Name {
-		return fmt.Errorf("%w: %q is owned by volume %s, not %s", ErrNotFound, v.SubDir, c.Name, v.Name)
-	}
-	fi, err := r.Lstat(v.SubDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %q", ErrNotFound, v.SubDir)
-	}
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
-	}
-	return nil
-}
-
 // Publish records that v is published to p.Node. The volume must exist and be v's. check sees the
 // publications already recorded (the volume's lock is held meanwhile) and may refuse with an error,
 // which Publish returns as it is; it returns done=true when p.Node is already recorded exactly as p,
@@ -164,7 +139,7 @@ func (w *Workspace) Publish(ctx context.Context, v volume.Volume, p Publication,
 	}
 	defer unlock()
 	return w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "publish "+v.SubDir, func(r *os.Root) error {
-		if err := ownedClaim(r, v); err != nil {
+		if err := ownedDir(r, v, false); err != nil {
 			return err
 		}
 		pubs, err := readPublications(r, v)
@@ -265,7 +240,7 @@ func (w *Workspace) SetAttributes(ctx context.Context, v volume.Volume, mode *os
 	}
 	defer unlock()
 	return w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "modify "+v.SubDir, func(r *os.Root) error {
-		if err := ownedClaim(r, v); err != nil {
+		if err := ownedDir(r, v, false); err != nil {
 			return err
 		}
 		if mode != nil {

@@ -114,7 +114,7 @@ func (w *Workspace) CreateSnapshot(ctx context.Context, src volume.Volume, name 
 			// A corrupt record: only Paddock writes here, so it is the trace of a crash. Fall through.
 		}
 		// Nothing, or an unfinished copy: the source must exist before anything is written.
-		if err := ownedDir(r, src); err != nil {
+		if err := ownedDir(r, src, true); err != nil {
 			return fmt.Errorf("%w: volume %s: %v", ErrSourceNotFound, srcID, err)
 		}
 		c, err := readClaim(r, src.SubDir)
