@@ -41,8 +41,12 @@ func TestControllerEnvMatchesDeploy(t *testing.T) {
 			}
 		}
 	}
-	if len(deployed) == 0 {
-		t.Fatal("no literal env in the paddock container of deploy/kubernetes/controller.yaml")
+	found := false
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		found = found || c.Name == "paddock"
+	}
+	if !found {
+		t.Fatal("no paddock container in deploy/kubernetes/controller.yaml")
 	}
 	bench := map[string]string{}
 	for _, kv := range controllerEnv {
