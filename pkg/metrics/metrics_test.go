@@ -2,11 +2,13 @@ package metrics
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHandler(t *testing.T) {
@@ -24,15 +26,17 @@ func TestHandler(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 
-	Operations.WithLabelValues("CreateVolume", "OK").Inc()
-	ReaperRemoved.WithLabelValues("trash").Add(3)
+	// Fresh label values, so the counters start at zero whatever ran before (go test -count=N).
+	method := fmt.Sprintf("TestMethod%d", time.Now().UnixNano())
+	Operations.WithLabelValues(method, "OK").Inc()
+	ReaperRemoved.WithLabelValues(method).Add(3)
 	code, body := get("/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)
 	}
 	for _, want := range []string{
-		`paddock_operations_total{code="OK",method="CreateVolume"} 1`,
-		`paddock_reaper_removed_total{kind="trash"} 3`,
+		`paddock_operations_total{code="OK",method="` + method + `"} 1`,
+		`paddock_reaper_removed_total{kind="` + method + `"} 3`,
 		"paddock_exports_mounted 0",
 		"go_goroutines",
 	} {
