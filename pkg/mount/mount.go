@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -73,6 +74,13 @@ func Bounded(ctx context.Context, timeout time.Duration, what string, fn func() 
 // BoundedValue is Bounded for calls that return a value; the value is handed over through a channel so
 // a call that finishes after the deadline writes nothing the caller can still see.
 func BoundedValue[T any](ctx context.Context, timeout time.Duration, what string, fn func() (T, error)) (T, error) {
+	return BoundedOwned(ctx, timeout, what, fn, nil)
+}
+
+// BoundedOwned is BoundedValue for calls that acquire something (a descriptor, a reference count):
+// if the call succeeds only after the caller gave up, drop is called with its value, so what it
+// acquired is released instead of leaked.
+func BoundedOwned[T any](ctx context.Context, timeout time.Duration, what string, fn func() (T, error), drop func(T)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type result struct {
@@ -80,14 +88,35 @@ func BoundedValue[T any](ctx context.Context, timeout time.Duration, what string
 		err error
 	}
 	done := make(chan result, 1)
+	var mu sync.Mutex
+	gaveUp := false
 	go func() {
 		v, err := fn()
+		mu.Lock()
+		defer mu.Unlock()
+		if gaveUp {
+			if err == nil && drop != nil {
+				drop(v)
+			}
+			return
+		}
 		done <- result{v, err}
 	}()
 	select {
 	case r := <-done:
 		return r.v, r.err
 	case <-ctx.Done():
+		mu.Lock()
+		gaveUp = true
+		mu.Unlock()
+		// The call may have finished as the deadline passed: then its result is waiting, and unused.
+		select {
+		case r := <-done:
+			if r.err == nil && drop != nil {
+				drop(r.v)
+			}
+		default:
+		}
 		var zero T
 		return zero, fmt.Errorf("%s: %w after %v", what, ErrTimeout, timeout)
 	}

@@ -167,6 +167,51 @@ func TestBoundedValue(t *testing.T) {
 	<-done
 }
 
+// TestBoundedOwned: a value that arrives after the deadline is dropped (released), one in time is
+// handed over and not dropped, and a late failure drops nothing.
+func TestBoundedOwned(t *testing.T) {
+	dropped := make(chan string, 2)
+	drop := func(s string) { dropped <- s }
+	v, err := BoundedOwned(context.Background(), time.Second, "ok", func() (string, error) { return "fd", nil }, drop)
+	if err != nil || v != "fd" {
+		t.Fatalf("BoundedOwned = %q, %v; want fd, nil", v, err)
+	}
+	release := make(chan struct{})
+	v, err = BoundedOwned(context.Background(), 30*time.Millisecond, "open /dead", func() (string, error) {
+		<-release
+		return "late-fd", nil
+	}, drop)
+	if !errors.Is(err, ErrTimeout) || v != "" {
+		t.Fatalf("BoundedOwned(hung) = %q, %v; want zero value and ErrTimeout", v, err)
+	}
+	close(release)
+	select {
+	case got := <-dropped:
+		if got != "late-fd" {
+			t.Fatalf("dropped %q, want late-fd", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the late value was never dropped")
+	}
+	late := make(chan struct{})
+	finished := make(chan struct{})
+	_, err = BoundedOwned(context.Background(), 30*time.Millisecond, "fails late", func() (string, error) {
+		defer close(finished)
+		<-late
+		return "half", fs.ErrPermission
+	}, drop)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("BoundedOwned(hung, then error) = %v, want ErrTimeout", err)
+	}
+	close(late)
+	<-finished
+	select {
+	case got := <-dropped:
+		t.Fatalf("dropped %q from a call in time or one that failed", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
 func TestIsStale(t *testing.T) {
 	tests := []struct {
 		err  error

@@ -123,27 +123,27 @@ func (w *Workspace) metaOf(ctx context.Context, h *metaHold, e *export, r *os.Ro
 }
 
 // boundedMeta runs open (metaOf or metaRefresh) under the filesystem deadline for a caller that is
-// not already inside one. If the deadline passes first, the set open acquires later is released by
-// the goroutine that got it; only a set acquired in time is added to h.
+// not already inside one. open acquires into a hold of its own, which joins h only if it came in time;
+// one that comes later is released (mount.BoundedOwned).
 func (w *Workspace) boundedMeta(ctx context.Context, h *metaHold, open func(*metaHold) (*metaFDs, error)) (*metaFDs, error) {
-	var mu sync.Mutex
-	gaveUp := false
-	m, err := mount.BoundedValue(ctx, w.cfg.FSTimeout, "metadata", func() (*metaFDs, error) {
+	type acquired struct {
+		m   *metaFDs
+		own metaHold
+	}
+	a, err := mount.BoundedOwned(ctx, w.cfg.FSTimeout, "metadata", func() (acquired, error) {
 		var own metaHold
 		m, err := open(&own)
-		mu.Lock()
-		defer mu.Unlock()
-		if gaveUp {
+		if err != nil {
 			own.release()
-		} else {
-			*h = append(*h, own...)
+			return acquired{}, err
 		}
-		return m, err
-	})
-	mu.Lock()
-	gaveUp = true // a result that comes later is not ours any more
-	mu.Unlock()
-	return m, err
+		return acquired{m, own}, nil
+	}, func(a acquired) { a.own.release() })
+	if err != nil {
+		return nil, err
+	}
+	*h = append(*h, a.own...)
+	return a.m, nil
 }
 
 // metaRefresh drops the descriptors of generation gen and opens them again (ensureMeta included): for

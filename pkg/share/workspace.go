@@ -259,9 +259,9 @@ func (w *Workspace) ensureMounted(ctx context.Context, e *export, staleGen int) 
 		}
 		metrics.ExportMounts.WithLabelValues(reason).Inc()
 	}
-	root, err := mount.BoundedValue(ctx, w.cfg.FSTimeout, "open export "+source, func() (*os.Root, error) {
+	root, err := mount.BoundedOwned(ctx, w.cfg.FSTimeout, "open export "+source, func() (*os.Root, error) {
 		return os.OpenRoot(e.path)
-	})
+	}, func(r *os.Root) { _ = r.Close() })
 	if err != nil {
 		return fmt.Errorf("opening export %s: %w", source, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -167,20 +166,10 @@ func (b *bench) facts(ctx context.Context) error {
 
 // spawnPaddock starts paddock in the guest under name and returns its pid
 // once its socket exists.
-// controllerEnv is the literal environment deploy/kubernetes/controller.yaml gives the controller
-// (checked by TestControllerEnvMatchesDeploy), so that it is measured as deployed. Empty now: a
-// GOMEMLIMIT of 48MiB there took 6 MiB off the provisioner's peak but doubled CreateVolume's p50
-// under TCG (6.5 -> 12.5-13.7 ms, same 3 NFS round trips), so it was dropped.
-var controllerEnv []string
-
 func (b *bench) spawnPaddock(ctx context.Context, name, sock string, args ...string) (int, error) {
 	pidFile := "/run/paddock/" + name + ".pid"
-	line := "/host/paddock " + strings.Join(args, " ")
-	if slices.Contains(args, "--mode=controller") && len(controllerEnv) > 0 {
-		line = strings.Join(controllerEnv, " ") + " " + line
-	}
-	cmd := "mkdir -p /run/paddock && echo $$ > " + pidFile + " && exec env " + line
-	b.commands = append(b.commands, line)
+	cmd := "mkdir -p /run/paddock && echo $$ > " + pidFile + " && exec /host/paddock " + strings.Join(args, " ")
+	b.commands = append(b.commands, "/host/paddock "+strings.Join(args, " "))
 	if err := b.g.Spawn(ctx, name, []string{"/bin/sh", "-c", cmd}, nil); err != nil {
 		return 0, err
 	}
