@@ -44,11 +44,14 @@ var (
 	Provisioned = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "paddock_provisioner_operations_total", Help: "Embedded provisioner operations by op and result.",
 	}, []string{"op", "result"})
+	CallsStuck = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "paddock_calls_stuck", Help: "Blocking NFS calls past their deadline and still running (each holds an OS thread), by server.",
+	}, []string{"server"})
 )
 
 func init() {
 	Registry.MustRegister(Operations, OperationSeconds, ExportsMounted, ExportMounts, ReaperRemoved, ReaperErrors,
-		Recycled, Provisioned, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		Recycled, Provisioned, CallsStuck, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 }
 
 // Serve runs the HTTP endpoint (Handler) on addr until ctx ends. ready reports readiness.

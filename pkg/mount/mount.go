@@ -252,6 +252,10 @@ func StatFS(ctx context.Context, timeout time.Duration, path string) (Stats, err
 	if err != nil {
 		return Stats{}, err
 	}
+	return statsOf(&st), nil
+}
+
+func statsOf(st *unix.Statfs_t) Stats {
 	bs := int64(st.Bsize)
 	s := Stats{
 		TotalBytes: int64(st.Blocks) * bs, AvailableBytes: int64(st.Bavail) * bs,
@@ -259,7 +263,7 @@ func StatFS(ctx context.Context, timeout time.Duration, path string) (Stats, err
 	}
 	s.UsedBytes = (int64(st.Blocks) - int64(st.Bfree)) * bs
 	s.UsedInodes = s.TotalInodes - s.FreeInodes
-	return s, nil
+	return s
 }
 
 // Lstat runs os.Lstat within the deadline.
