@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/paddock-csi/paddock/pkg/metrics"
 )
@@ -188,32 +185,23 @@ func (l *Limiter) Stuck(key string) int {
 // fn returns. The deadline (the smaller of ctx's and timeout) covers the wait for a slot too. A nil
 // Limiter is plain mount.Bounded.
 func (l *Limiter) Bounded(ctx context.Context, key string, timeout time.Duration, what string, fn func() error) error {
-	_, err := limitedValue(l, ctx, key, timeout, what, func() (struct{}, error) { return struct{}{}, fn() })
+	_, err := LimitedOwned(l, ctx, key, timeout, what, func() (struct{}, error) { return struct{}{}, fn() }, nil)
 	return err
 }
 
-// StatFS is mount.StatFS holding a slot of key (the path's NFS server) while statfs runs.
-func (l *Limiter) StatFS(ctx context.Context, key string, timeout time.Duration, path string) (Stats, error) {
-	st, err := limitedValue(l, ctx, key, timeout, "statfs "+path, func() (unix.Statfs_t, error) {
-		var st unix.Statfs_t
-		return st, unix.Statfs(path, &st)
-	})
-	if err != nil {
-		return Stats{}, err
-	}
-	return statsOf(&st), nil
+// LimitedValue is BoundedValue holding a slot of key while fn runs (see Limiter.Bounded; methods
+// cannot have type parameters).
+func LimitedValue[T any](l *Limiter, ctx context.Context, key string, timeout time.Duration, what string, fn func() (T, error)) (T, error) {
+	return LimitedOwned(l, ctx, key, timeout, what, fn, nil)
 }
 
-// Lstat is mount.Lstat holding a slot of key (the path's NFS server) while lstat runs.
-func (l *Limiter) Lstat(ctx context.Context, key string, timeout time.Duration, path string) (os.FileInfo, error) {
-	return limitedValue(l, ctx, key, timeout, "stat "+path, func() (os.FileInfo, error) { return os.Lstat(path) })
-}
-
-// limitedValue is BoundedValue holding a slot of key while fn runs (see Limiter.Bounded).
-func limitedValue[T any](l *Limiter, ctx context.Context, key string, timeout time.Duration, what string, fn func() (T, error)) (T, error) {
+// LimitedOwned is BoundedOwned holding a slot of key while fn runs (see Limiter.Bounded): if fn
+// succeeds only after the caller gave up, drop is called with its value. A nil Limiter is plain
+// BoundedOwned.
+func LimitedOwned[T any](l *Limiter, ctx context.Context, key string, timeout time.Duration, what string, fn func() (T, error), drop func(T)) (T, error) {
 	var zero T
 	if l == nil {
-		return BoundedValue(ctx, timeout, what, fn)
+		return BoundedOwned(ctx, timeout, what, fn, drop)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -228,10 +216,20 @@ func limitedValue[T any](l *Limiter, ctx context.Context, key string, timeout ti
 		v   T
 		err error
 	}
-	done := make(chan result, 1) // buffered: a call that returns after the caller gave up does not block
+	done := make(chan result, 1)
+	var mu sync.Mutex
+	gaveUp := false
 	go func() {
 		v, err := fn()
-		slot.Release()
+		slot.Release() // the call has really returned: its slot is free whatever the caller did
+		mu.Lock()
+		defer mu.Unlock()
+		if gaveUp {
+			if err == nil && drop != nil {
+				drop(v)
+			}
+			return
+		}
 		done <- result{v, err}
 	}()
 	select {
@@ -239,6 +237,17 @@ func limitedValue[T any](l *Limiter, ctx context.Context, key string, timeout ti
 		return r.v, r.err
 	case <-ctx.Done():
 		slot.Overran()
+		mu.Lock()
+		gaveUp = true
+		mu.Unlock()
+		// The call may have finished as the deadline passed: then its result is waiting, and unused.
+		select {
+		case r := <-done:
+			if r.err == nil && drop != nil {
+				drop(r.v)
+			}
+		default:
+		}
 		return zero, fmt.Errorf("%s: %w after %v", what, ErrTimeout, timeout)
 	}
 }

@@ -325,27 +325,60 @@ func TestNilLimiter(t *testing.T) {
 	if l.Stuck("srv") != 0 || l.PerKey() != 0 {
 		t.Error("a nil Limiter reports state")
 	}
-	if _, err := l.StatFS(context.Background(), "srv", time.Second, t.TempDir()); err != nil {
-		t.Fatal(err)
+	if st, err := LimitedValue(l, context.Background(), "srv", time.Second, "statfs", func() (Stats, error) { return ReadStats(t.TempDir()) }); err != nil || st.TotalBytes <= 0 {
+		t.Fatalf("LimitedValue with a nil Limiter: %+v, %v", st, err)
 	}
 }
 
-func TestLimiterStatFSAndLstat(t *testing.T) {
+func TestLimitedValue(t *testing.T) {
 	l := NewLimiter(2)
 	dir := t.TempDir()
-	st, err := l.StatFS(context.Background(), "srv", time.Second, dir)
+	st, err := LimitedValue(l, context.Background(), "srv", time.Second, "statfs "+dir, func() (Stats, error) { return ReadStats(dir) })
 	if err != nil || st.TotalBytes <= 0 {
-		t.Fatalf("StatFS: %+v, %v", st, err)
+		t.Fatalf("statfs: %+v, %v", st, err)
 	}
-	fi, err := l.Lstat(context.Background(), "srv", time.Second, dir)
+	lstat := func(p string) func() (os.FileInfo, error) { return func() (os.FileInfo, error) { return os.Lstat(p) } }
+	fi, err := LimitedValue(l, context.Background(), "srv", time.Second, "stat "+dir, lstat(dir))
 	if err != nil || !fi.IsDir() {
-		t.Fatalf("Lstat: %v, %v", fi, err)
+		t.Fatalf("lstat: %v, %v", fi, err)
 	}
-	if _, err := l.Lstat(context.Background(), "srv", time.Second, dir+"/missing"); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("Lstat of a missing path: %v", err)
+	if _, err := LimitedValue(l, context.Background(), "srv", time.Second, "stat", lstat(dir+"/missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("lstat of a missing path: %v", err)
 	}
 	if n := l.keyCount(); n != 0 {
 		t.Errorf("%d keys left", n)
+	}
+}
+
+// A value acquired after the caller gave up is dropped, and the slot is freed when the call returns.
+func TestLimitedOwnedDropsLateValue(t *testing.T) {
+	l := NewLimiter(1)
+	release := make(chan struct{})
+	dropped := make(chan int, 1)
+	_, err := LimitedOwned(l, context.Background(), "srv", 20*time.Millisecond, "open", func() (int, error) {
+		<-release
+		return 42, nil
+	}, func(v int) { dropped <- v })
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v, want ErrTimeout", err)
+	}
+	if l.Stuck("srv") != 1 {
+		t.Fatalf("Stuck = %d, want 1", l.Stuck("srv"))
+	}
+	close(release)
+	select {
+	case v := <-dropped:
+		if v != 42 {
+			t.Errorf("dropped %d", v)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the late value was not dropped")
+	}
+	eventually(t, "the slot to be released", func() bool { return l.keyCount() == 0 })
+	v, err := LimitedOwned(l, context.Background(), "srv", time.Second, "open", func() (int, error) { return 7, nil },
+		func(int) { t.Error("dropped a value its caller received") })
+	if err != nil || v != 7 {
+		t.Fatalf("got %d, %v", v, err)
 	}
 }
 
@@ -431,6 +464,28 @@ func threads(t *testing.T) int {
 	return 0
 }
 
+// blockedReading counts this process's threads blocked in read(2) on fd, from /proc/self/task/*/syscall
+// ("<number> <arg0 as hex> ...": the call a thread is blocked in and its arguments).
+func blockedReading(t *testing.T, fd int) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Skipf("no /proc/self/task: %v", err)
+	}
+	want := strconv.Itoa(syscall.SYS_READ) + " 0x" + strconv.FormatInt(int64(fd), 16) + " "
+	n := 0
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/syscall")
+		if err != nil {
+			continue // the thread exited, or the kernel does not say
+		}
+		if strings.HasPrefix(string(b), want) {
+			n++
+		}
+	}
+	return n
+}
+
 // The point of the limiter: 500 calls against a server that never answers cost perKey OS threads, not
 // 500. fn blocks in a real read(2) on a pipe nobody writes (a blocking descriptor, not Go's poller),
 // which pins an OS thread as a hung NFS call does.
@@ -481,6 +536,7 @@ func TestLimiterBoundsThreads(t *testing.T) {
 	if n := entered.Load(); n > perKey {
 		t.Errorf("%d calls entered fn, bound %d", n, perKey)
 	}
+	eventually(t, "the calls in fn to block in read(2)", func() bool { return blockedReading(t, rfd) == int(entered.Load()) })
 	if l.Stuck("dead-server") != perKey {
 		t.Errorf("Stuck = %d, want %d", l.Stuck("dead-server"), perKey)
 	}
@@ -499,4 +555,32 @@ func TestLimiterBoundsThreads(t *testing.T) {
 	if err := l.Bounded(context.Background(), "dead-server", time.Second, "statfs /dead", func() error { return nil }); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
+
+	// The control: without a limiter every call pins a thread (so the bound above is the limiter's
+	// doing). 64 calls, not 500: each one costs a thread for good.
+	if err := syscall.Pipe(p[:]); err != nil {
+		t.Fatal(err)
+	}
+	rfd, wfd = p[0], p[1]
+	wClosed = false
+	entered.Store(0)
+	returned.Store(0)
+	var none *Limiter
+	before = threads(t)
+	const unlimited = 64
+	for range unlimited {
+		wg.Go(func() {
+			if err := none.Bounded(context.Background(), "dead-server", 20*time.Millisecond, "statfs /dead", hang); !errors.Is(err, ErrTimeout) {
+				t.Errorf("without a limiter: got %v, want ErrTimeout", err)
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, "every unlimited call to block in read(2), each on a thread of its own",
+		func() bool { return blockedReading(t, rfd) == unlimited })
+	t.Logf("without a limiter: %d calls, threads %d -> %d (idle threads of earlier runs are reused)", unlimited, before, threads(t))
+	syscall.Close(wfd)
+	wClosed = true
+	eventually(t, "the unlimited calls to return", func() bool { return returned.Load() == unlimited })
+	syscall.Close(rfd)
 }

@@ -245,17 +245,16 @@ type Stats struct {
 
 // StatFS reads filesystem usage at path within the deadline.
 func StatFS(ctx context.Context, timeout time.Duration, path string) (Stats, error) {
-	st, err := BoundedValue(ctx, timeout, "statfs "+path, func() (unix.Statfs_t, error) {
-		var st unix.Statfs_t
-		return st, unix.Statfs(path, &st)
-	})
-	if err != nil {
-		return Stats{}, err
-	}
-	return statsOf(&st), nil
+	return BoundedValue(ctx, timeout, "statfs "+path, func() (Stats, error) { return ReadStats(path) })
 }
 
-func statsOf(st *unix.Statfs_t) Stats {
+// ReadStats is statfs of path, without a deadline: it blocks as long as the filesystem does (run it
+// under Bounded or a Limiter).
+func ReadStats(path string) (Stats, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return Stats{}, err
+	}
 	bs := int64(st.Bsize)
 	s := Stats{
 		TotalBytes: int64(st.Blocks) * bs, AvailableBytes: int64(st.Bavail) * bs,
@@ -263,7 +262,7 @@ func statsOf(st *unix.Statfs_t) Stats {
 	}
 	s.UsedBytes = (int64(st.Blocks) - int64(st.Bfree)) * bs
 	s.UsedInodes = s.TotalInodes - s.FreeInodes
-	return s
+	return s, nil
 }
 
 // Lstat runs os.Lstat within the deadline.
