@@ -25,7 +25,7 @@ var version = "dev"
 type flags struct {
 	mode, endpoint, nodeID, driverName, workDir, httpEndpoint string
 	idleTimeout, fsTimeout, trashGrace, reapInterval, grace   time.Duration
-	reapWorkers                                               int
+	reapWorkers, maxStuckCalls                                int
 	maxVolumesPerNode                                         int64
 	topology                                                  string
 	showVersion                                               bool
@@ -49,6 +49,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.DurationVar(&f.reapInterval, "reap-interval", time.Hour, "controller: how often known exports are swept for trash and expired archives")
 	fs.IntVar(&f.reapWorkers, "reap-workers", 8, "controller: parallel removals per trash sweep")
 	fs.DurationVar(&f.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long calls in flight may take to finish")
+	fs.IntVar(&f.maxStuckCalls, "max-stuck-calls", 16, "node: blocking calls (statfs, stat) one NFS server may have in flight; once all are stuck past --fs-timeout, further calls to it fail at once with Unavailable")
 	fs.Int64Var(&f.maxVolumesPerNode, "max-volumes-per-node", 0, "node: volumes ControllerPublishVolume may publish to this node, reported in NodeGetInfo (0: unlimited)")
 	fs.StringVar(&f.topology, "topology", "", "node: accessible topology reported in NodeGetInfo, key=value[,key=value] (e.g. topology.kubernetes.io/zone=a)")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -87,7 +88,8 @@ func run(f flags) error {
 		return err
 	}
 	opts := driver.Options{Name: f.driverName, Version: version, Mode: driver.Mode(f.mode), NodeID: f.nodeID,
-		Endpoint: f.endpoint, FSTimeout: f.fsTimeout, MaxVolumesPerNode: f.maxVolumesPerNode, Topology: topology}
+		Endpoint: f.endpoint, FSTimeout: f.fsTimeout, MaxVolumesPerNode: f.maxVolumesPerNode, Topology: topology,
+		MaxStuckCalls: f.maxStuckCalls}
 	if err := opts.Validate(); err != nil {
 		return err
 	}

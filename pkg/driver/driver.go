@@ -32,6 +32,10 @@ type Driver struct {
 	nodes   keylock.Locks    // one ControllerPublishVolume per node at a time (volume limit)
 	vols    keylock.Locks    // controller publish/unpublish/delete of one volume directory
 	mounts  *mountSet        // node mounts this process made, for NodeGetStorageHealth
+	// limiter bounds the node's blocking calls on NFS paths per server (Options.MaxStuckCalls), so a
+	// dead server costs a fixed number of stuck calls and OS threads.
+	limiter *mount.Limiter
+	fs      nodeFS // the node's direct calls on NFS paths; tests play a hung server with them
 }
 
 // New builds a driver. ws is required for the controller service, m for the node service.
@@ -52,7 +56,7 @@ func New(opts Options, ws *share.Workspace, m mount.Interface) (*Driver, error) 
 			opts.Nodes = anyNode{}
 		}
 	}
-	return &Driver{opts: opts, share: ws, mounter: m, mounts: newMountSet()}, nil
+	return &Driver{opts: opts, share: ws, mounter: m, mounts: newMountSet(), limiter: mount.NewLimiter(opts.MaxStuckCalls), fs: osFS}, nil
 }
 
 // Ready reports whether the driver can serve calls.

@@ -93,6 +93,7 @@ func (n *node) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHe
 		return nil, invalid("NodeGetVolumeHealth: volume_id is required")
 	}
 	var targets []string
+	var server string
 	if p := req.GetVolumePublishPath(); p != "" {
 		if !path.IsAbs(p) {
 			return nil, invalid("NodeGetVolumeHealth %s: volume_publish_path %q is not absolute", id, p)
@@ -104,12 +105,13 @@ func (n *node) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHe
 		if cur == nil {
 			return nil, status.Errorf(codes.NotFound, "volume %s: nothing is mounted at %s", id, p)
 		}
-		targets = []string{p}
+		targets, server = []string{p}, serverOf(cur.Source)
 	} else {
 		v, err := volume.ParseID(id)
 		if err != nil {
 			return nil, status.Errorf(codes.NotFound, "volume %s: %v; pass volume_publish_path for a static volume", id, err)
 		}
+		server = v.Server
 		targets, err = n.d.mounter.MountsOf(mount.Source(v.Server, path.Join(v.Share, v.SubDir)))
 		if err != nil {
 			return nil, toStatus(id, err)
@@ -120,11 +122,11 @@ func (n *node) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHe
 	}
 	h := &csi.VolumeHealth{VolumeId: id}
 	for _, t := range targets {
-		if _, err := mount.StatFS(ctx, n.d.opts.FSTimeout, t); err != nil {
+		if _, err := n.statFS(ctx, server, t); err != nil {
 			reason := "StatfsFailed"
 			if mount.IsStale(err) {
 				reason = "StaleHandle"
-			} else if status.Code(toStatus(id, err)) == codes.DeadlineExceeded {
+			} else if c := status.Code(toStatus(id, err)); c == codes.DeadlineExceeded || c == codes.Unavailable {
 				reason = "ServerNotResponding"
 			}
 			h.HealthStatuses = append(h.HealthStatuses, healthEntry(csi.VolumeHealthErrorType_INACCESSIBLE, reason, t+": "+err.Error()))

@@ -25,6 +25,29 @@ type node struct {
 	d *Driver
 }
 
+// nodeFS is the node plugin's direct calls on NFS paths, the ones a dead hard-mounted server hangs in
+// the kernel. They run under Bounded calls of the driver's limiter, keyed by the path's server.
+type nodeFS struct {
+	statfs func(path string) (mount.Stats, error)
+	lstat  func(path string) (os.FileInfo, error)
+}
+
+var osFS = nodeFS{statfs: mount.ReadStats, lstat: os.Lstat}
+
+// serverOf is the server of an NFS mount source ("server:/path"; the whole source if it is not one).
+func serverOf(source string) string {
+	if server, _, ok := strings.Cut(source, ":/"); ok && server != "" {
+		return server
+	}
+	return source
+}
+
+// statFS reads usage of p, a mount of server, within --fs-timeout and one of the server's slots.
+func (n *node) statFS(ctx context.Context, server, p string) (mount.Stats, error) {
+	return mount.LimitedValue(n.d.limiter, ctx, server, n.d.opts.FSTimeout, "statfs "+p,
+		func() (mount.Stats, error) { return n.d.fs.statfs(p) })
+}
+
 var nodeCaps = []csi.NodeServiceCapability_RPC_Type{
 	csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME,
 	csi.NodeServiceCapability_RPC_GET_VOLUME_STATS,
@@ -102,10 +125,12 @@ func publishArgs(call, id, p, pathField string, c *csi.VolumeCapability, vctx ma
 	return nodeVolume(id, vctx)
 }
 
-// fresh tells whether an existing mount at p answers: nil if it does, a stale-handle error if the
-// server lost its handle (the caller mounts again), any other error as it is.
-func (n *node) fresh(ctx context.Context, p string) error {
-	_, err := mount.Lstat(ctx, n.d.opts.FSTimeout, p)
+// fresh tells whether an existing mount of server at p answers: nil if it does, a stale-handle error
+// if the server lost its handle (the caller mounts again), any other error as it is (ErrBusy when the
+// server's calls are all stuck).
+func (n *node) fresh(ctx context.Context, server, p string) error {
+	_, err := mount.LimitedValue(n.d.limiter, ctx, server, n.d.opts.FSTimeout, "stat "+p,
+		func() (os.FileInfo, error) { return n.d.fs.lstat(p) })
 	return err
 }
 
@@ -151,7 +176,7 @@ func (n *node) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequ
 			return nil, status.Errorf(codes.AlreadyExists, "volume %s: staging path %s already has %s mounted (read-only %t), not %s (read-only %t)",
 				id, staging, cur.Source, cur.ReadOnly, source, readOnly)
 		}
-		if err := n.fresh(ctx, staging); err == nil {
+		if err := n.fresh(ctx, v.Server, staging); err == nil {
 			n.d.mounts.add(staging)
 			return &csi.NodeStageVolumeResponse{}, nil
 		} else if !mount.IsStale(err) {
@@ -229,7 +254,7 @@ func (n *node) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolume
 		}
 		// Mounted as asked; make sure it still works. A stale handle (the directory was re-created on
 		// the server, or the server lost its handles) is recovered by mounting again.
-		if err := n.fresh(ctx, target); err == nil {
+		if err := n.fresh(ctx, v.Server, target); err == nil {
 			n.d.mounts.add(target)
 			return &csi.NodePublishVolumeResponse{}, nil
 		} else if !mount.IsStale(err) {
@@ -295,7 +320,7 @@ func (n *node) checkStaged(ctx context.Context, id string, v volume.Volume, sour
 	case st.ReadOnly && !readOnly:
 		return status.Errorf(codes.FailedPrecondition, "volume %s is staged read-only at %s (a reader-only access mode); it cannot be published read-write", id, staging)
 	}
-	err = n.fresh(ctx, staging)
+	err = n.fresh(ctx, v.Server, staging)
 	if err == nil {
 		return nil
 	}
@@ -351,7 +376,7 @@ func (n *node) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeSta
 	if cur == nil {
 		return nil, status.Errorf(codes.NotFound, "volume %s: nothing is mounted at %s", id, p)
 	}
-	st, err := mount.StatFS(ctx, n.d.opts.FSTimeout, p)
+	st, err := n.statFS(ctx, serverOf(cur.Source), p)
 	if err != nil {
 		return nil, toStatus(id, fmt.Errorf("reading usage of %s: %w", p, err))
 	}

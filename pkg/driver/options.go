@@ -31,6 +31,10 @@ type Options struct {
 	Endpoint string // unix:///path or tcp://host:port
 	// FSTimeout bounds every blocking filesystem and mount call.
 	FSTimeout time.Duration
+	// MaxStuckCalls bounds the node plugin's blocking calls on one NFS server's paths (statfs, stat) in
+	// flight at once; when all of them are stuck past FSTimeout, further calls to that server fail at
+	// once with Unavailable instead of costing one more OS thread each. 0 means 16.
+	MaxStuckCalls int
 	// MaxVolumesPerNode is the node's limit of controller-published volumes (NodeGetInfo), enforced
 	// by ControllerPublishVolume; 0 means unlimited.
 	MaxVolumesPerNode int64
@@ -56,6 +60,9 @@ func (o Options) Validate() error {
 	}
 	if o.FSTimeout <= 0 {
 		return fmt.Errorf("--fs-timeout must be positive")
+	}
+	if o.MaxStuckCalls < 0 {
+		return fmt.Errorf("--max-stuck-calls must not be negative")
 	}
 	if o.MaxVolumesPerNode < 0 {
 		return fmt.Errorf("--max-volumes-per-node must not be negative")

@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
 	mountutils "k8s.io/mount-utils"
 
 	"github.com/paddock-csi/paddock/pkg/mount"
@@ -49,6 +48,56 @@ func (s *mountSet) has(p string) bool {
 	defer s.mu.Unlock()
 	_, ok := s.m[filepath.Clean(p)]
 	return ok
+}
+
+// verdict is NodeGetStorageHealth's finding about one server.
+type verdict struct {
+	server, reason, msg string
+	status              csi.StorageHealthErrorType
+}
+
+// probe statfs-es target, one of server's mounts, within --fs-timeout and one of the server's slots
+// of the node's limiter, and says what is wrong with the server (nil: nothing). The server stays
+// marked as probing until the statfs really returns, or at once if it never started.
+func (n *node) probe(ctx context.Context, server, target string) *verdict {
+	tctx, cancel := context.WithTimeout(ctx, n.d.opts.FSTimeout)
+	defer cancel()
+	doneProbing := func() {
+		n.d.mounts.mu.Lock()
+		delete(n.d.mounts.probing, server)
+		n.d.mounts.mu.Unlock()
+	}
+	var err error
+	slot, aerr := n.d.limiter.Acquire(tctx, server)
+	if aerr != nil {
+		doneProbing()
+		err = fmt.Errorf("statfs %s: %w", target, aerr)
+		if !errors.Is(aerr, mount.ErrBusy) {
+			err = fmt.Errorf("statfs %s: %w after %v: %w", target, mount.ErrTimeout, n.d.opts.FSTimeout, aerr)
+		}
+	} else {
+		done := make(chan error, 1)
+		go func() {
+			_, err := n.d.fs.statfs(target) // may hang on a dead server: bounded below, not here
+			slot.Release()
+			doneProbing()
+			done <- err
+		}()
+		select {
+		case err = <-done:
+		case <-tctx.Done():
+			slot.Overran()
+			err = fmt.Errorf("statfs %s: %w after %v", target, mount.ErrTimeout, n.d.opts.FSTimeout)
+		}
+	}
+	switch {
+	case err == nil, mount.IsStale(err), errors.Is(err, os.ErrNotExist):
+		return nil
+	case errors.Is(err, mount.ErrTimeout), errors.Is(err, mount.ErrBusy):
+		return &verdict{server, "ServerNotResponding", server + ": " + err.Error(), csi.StorageHealthErrorType_STORAGE_UNREACHABLE}
+	default:
+		return &verdict{server, "StatfsFailed", server + ": " + err.Error(), csi.StorageHealthErrorType_STORAGE_DEGRADED}
+	}
 }
 
 // mountInfoPath is read by NodeGetStorageHealth; tests point it at a file of their own.
@@ -92,15 +141,16 @@ func (n *node) NodeGetStorageHealth(ctx context.Context, _ *csi.NodeGetStorageHe
 	if err != nil {
 		return nil, toStatus("", err)
 	}
-	type verdict struct {
-		server, reason, msg string
-		status              csi.StorageHealthErrorType
-	}
 	var (
 		wg  sync.WaitGroup
 		mu  sync.Mutex
 		bad []verdict
 	)
+	add := func(v verdict) {
+		mu.Lock()
+		defer mu.Unlock()
+		bad = append(bad, v)
+	}
 	for server, mps := range byServer {
 		sort.Strings(mps)
 		target := mps[0]
@@ -111,41 +161,16 @@ func (n *node) NodeGetStorageHealth(ctx context.Context, _ *csi.NodeGetStorageHe
 		}
 		n.d.mounts.mu.Unlock()
 		if busy {
-			bad = append(bad, verdict{server, "ServerNotResponding", server + ": an earlier probe of " + target + " has not returned", csi.StorageHealthErrorType_STORAGE_UNREACHABLE})
+			// Probes of other servers started above may be adding their verdicts already.
+			add(verdict{server, "ServerNotResponding", fmt.Sprintf("%s: an earlier probe of %s has not returned (%d calls to this server stuck past their deadline)",
+				server, target, n.d.limiter.Stuck(server)), csi.StorageHealthErrorType_STORAGE_UNREACHABLE})
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			done := make(chan error, 1)
-			go func() {
-				var st unix.Statfs_t
-				err := unix.Statfs(target, &st) // may hang on a dead server: bounded below, not here
-				n.d.mounts.mu.Lock()
-				delete(n.d.mounts.probing, server)
-				n.d.mounts.mu.Unlock()
-				done <- err
-			}()
-			tctx, cancel := context.WithTimeout(ctx, n.d.opts.FSTimeout)
-			defer cancel()
-			var err error
-			select {
-			case err = <-done:
-			case <-tctx.Done():
-				err = fmt.Errorf("statfs %s: %w after %v", target, mount.ErrTimeout, n.d.opts.FSTimeout)
-			}
-			var v *verdict
-			switch {
-			case err == nil, mount.IsStale(err), errors.Is(err, os.ErrNotExist):
-			case errors.Is(err, mount.ErrTimeout):
-				v = &verdict{server, "ServerNotResponding", server + ": " + err.Error(), csi.StorageHealthErrorType_STORAGE_UNREACHABLE}
-			default:
-				v = &verdict{server, "StatfsFailed", server + ": " + err.Error(), csi.StorageHealthErrorType_STORAGE_DEGRADED}
-			}
-			if v != nil {
-				mu.Lock()
-				bad = append(bad, *v)
-				mu.Unlock()
+			if v := n.probe(ctx, server, target); v != nil {
+				add(*v)
 			}
 		}()
 	}

@@ -40,6 +40,8 @@ func toStatus(volID string, err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, share.ErrNotFound):
 		code = codes.NotFound
+	case errors.Is(err, mount.ErrBusy):
+		code = codes.Unavailable
 	case errors.Is(err, mount.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

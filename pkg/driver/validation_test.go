@@ -38,6 +38,7 @@ func TestToStatus(t *testing.T) {
 		{"not dir", wrap(share.ErrNotDir), codes.FailedPrecondition},
 		{"root squash", wrap(share.ErrRootSquashed), codes.FailedPrecondition},
 		{"not found", wrap(share.ErrNotFound), codes.NotFound},
+		{"server busy", wrap(fmt.Errorf("statfs /t: NFS server s has 16 calls stuck: %w", mount.ErrBusy)), codes.Unavailable},
 		{"mount timeout", wrap(mount.ErrTimeout), codes.DeadlineExceeded},
 		{"deadline", wrap(context.DeadlineExceeded), codes.DeadlineExceeded},
 		{"canceled", wrap(context.Canceled), codes.Canceled},
