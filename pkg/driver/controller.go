@@ -143,14 +143,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return toStatus(id, err)
 	}
-	unlock, err := d.vols.Lock(ctx, volumeKey(v))
-	if err != nil {
-		return status.Errorf(codes.Aborted, "DeleteVolume %s: another operation on the volume is in progress: %v", id, err)
-	}
-	defer unlock()
-	if err := d.checkUnpublished(ctx, v); err != nil {
-		return err
-	}
+	// share.Delete serializes calls on the volume and refuses one still controller-published.
 	if err := d.share.Delete(ctx, v); err != nil {
 		return toStatus(id, err)
 	}

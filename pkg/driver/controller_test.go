@@ -239,8 +239,9 @@ func TestDeleteVolume(t *testing.T) {
 		{"trash, case folded", forge("pvc-x", ".Paddock/trash", volume.OnDeleteDelete), codes.InvalidArgument},
 		{"outside", forge("pvc-x", "../outside", volume.OnDeleteDelete), codes.InvalidArgument},
 		{"outside through a volume", forge("pvc-x", "pvc-victim/../../outside", volume.OnDeleteDelete), codes.InvalidArgument},
-		{"another volume's directory", forge("pvc-thief", "pvc-victim", volume.OnDeleteDelete), codes.FailedPrecondition},
-		{"another volume's directory, archive", forge("pvc-thief", "pvc-victim", volume.OnDeleteArchive), codes.FailedPrecondition},
+		// The thief's volume does not exist (the directory is another volume's): OK, nothing touched.
+		{"another volume's directory", forge("pvc-thief", "pvc-victim", volume.OnDeleteDelete), codes.OK},
+		{"another volume's directory, archive", forge("pvc-thief", "pvc-victim", volume.OnDeleteArchive), codes.OK},
 		{"truncated ID", victim.GetVolumeId()[:len(victim.GetVolumeId())-3] + "#x#y", codes.InvalidArgument},
 		{"never created", forge("pvc-never", "pvc-never", volume.OnDeleteDelete), codes.OK},
 	}

@@ -30,7 +30,7 @@ type Driver struct {
 	mounter mount.Interface  // node side; nil in controller mode
 	targets keylock.Locks    // one publish/unpublish per target path at a time
 	nodes   keylock.Locks    // one ControllerPublishVolume per node at a time (volume limit)
-	vols    keylock.Locks    // controller publish/unpublish/delete of one volume directory
+	groups  keylock.Locks    // one call per group snapshot (share serializes each volume's calls)
 	mounts  *mountSet        // node mounts this process made, for NodeGetStorageHealth
 	// limiter bounds the node's blocking calls on NFS paths per server (Options.MaxStuckCalls), so a
 	// dead server costs a fixed number of stuck calls and OS threads.

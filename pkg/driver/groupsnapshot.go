@@ -117,7 +117,7 @@ func (g *groupController) CreateVolumeGroupSnapshot(ctx context.Context, req *cs
 	}
 	gs := volume.GroupOf(vols[0], name)
 	gid := gs.ID()
-	unlock, err := g.d.vols.Lock(ctx, "group\x00"+gid)
+	unlock, err := g.d.groups.Lock(ctx, "group\x00"+gid)
 	if err != nil {
 		return nil, status.Errorf(codes.Aborted, "CreateVolumeGroupSnapshot %s: another call on this group is in progress: %v", name, err)
 	}
@@ -176,7 +176,7 @@ func (g *groupController) DeleteVolumeGroupSnapshot(ctx context.Context, req *cs
 	if err != nil {
 		return nil, invalid("group snapshot %s: %v", id, err)
 	}
-	unlock, err := g.d.vols.Lock(ctx, "group\x00"+id)
+	unlock, err := g.d.groups.Lock(ctx, "group\x00"+id)
 	if err != nil {
 		return nil, status.Errorf(codes.Aborted, "DeleteVolumeGroupSnapshot %s: another call on this group is in progress: %v", id, err)
 	}

@@ -3,7 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -19,8 +18,6 @@ import (
 func singleNode(mode string) bool {
 	return strings.HasPrefix(mode, "SINGLE_NODE_")
 }
-
-func volumeKey(v volume.Volume) string { return v.Server + "\x00" + v.Share + "\x00" + v.SubDir }
 
 // ControllerPublishVolume records that a volume is published to a node. NFS needs no attach step, so
 // with attachRequired: false in the CSIDriver Kubernetes never calls it; when a CO does, the record is
@@ -60,11 +57,6 @@ func (c *controller) ControllerPublishVolume(ctx context.Context, req *csi.Contr
 		return nil, status.Errorf(codes.Aborted, "ControllerPublishVolume %s: another publish to node %s is in progress: %v", id, nodeID, err)
 	}
 	defer unlockNode()
-	unlockVol, err := c.d.vols.Lock(ctx, volumeKey(v))
-	if err != nil {
-		return nil, status.Errorf(codes.Aborted, "ControllerPublishVolume %s: another operation on the volume is in progress: %v", id, err)
-	}
-	defer unlockVol()
 	onNode := -1 // counted only when needed: it reads every publication record
 	if info.MaxVolumes > 0 {
 		all, err := c.d.share.PublishedNodes(ctx)
@@ -121,32 +113,9 @@ func (c *controller) ControllerUnpublishVolume(ctx context.Context, req *csi.Con
 		klog.FromContext(ctx).Info("ControllerUnpublishVolume of an ID that names no Paddock volume: nothing to do", "volumeID", id, "err", err)
 		return &csi.ControllerUnpublishVolumeResponse{}, nil
 	}
-	unlock, err := c.d.vols.Lock(ctx, volumeKey(v))
-	if err != nil {
-		return nil, status.Errorf(codes.Aborted, "ControllerUnpublishVolume %s: another operation on the volume is in progress: %v", id, err)
-	}
-	defer unlock()
 	if err := c.d.share.Unpublish(ctx, v, nodeID); err != nil {
 		return nil, toStatus(id, err)
 	}
 	klog.FromContext(ctx).V(2).Info("Volume controller-unpublished", "volumeID", id, "node", nodeID)
 	return &csi.ControllerUnpublishVolumeResponse{}, nil
-}
-
-// checkUnpublished refuses to delete a volume that is still controller-published (FailedPrecondition,
-// "volume in use"), naming the nodes.
-func (d *Driver) checkUnpublished(ctx context.Context, v volume.Volume) error {
-	pubs, err := d.share.Publications(ctx, v)
-	if err != nil {
-		return toStatus(v.ID(), err)
-	}
-	if len(pubs) == 0 {
-		return nil
-	}
-	nodes := make([]string, len(pubs))
-	for i, p := range pubs {
-		nodes[i] = p.Node
-	}
-	return status.Error(codes.FailedPrecondition, fmt.Sprintf("volume %s is still published to node(s) %s; ControllerUnpublishVolume it first",
-		v.ID(), strings.Join(nodes, ", ")))
 }

@@ -36,12 +36,17 @@ func toStatus(volID string, err error) error {
 		code = codes.NotFound
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		code = codes.ResourceExhausted
-	case errors.Is(err, share.ErrConflict), errors.Is(err, share.ErrNotDir), errors.Is(err, share.ErrRootSquashed):
+	case errors.Is(err, share.ErrConflict), errors.Is(err, share.ErrNotDir), errors.Is(err, share.ErrRootSquashed),
+		errors.Is(err, share.ErrInUse):
 		code = codes.FailedPrecondition
 	case errors.Is(err, share.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, mount.ErrBusy):
 		code = codes.Unavailable
+	case errors.Is(err, mount.ErrBusy):
+		code = codes.Unavailable
+	case errors.Is(err, share.ErrInProgress):
+		code = codes.Aborted
 	case errors.Is(err, mount.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):

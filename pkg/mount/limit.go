@@ -69,6 +69,9 @@ func (l *Limiter) Acquire(ctx context.Context, key string) (*Slot, error) {
 	if l == nil {
 		return &Slot{key: key}, nil
 	}
+	if err := ctx.Err(); err != nil { // a call started now would only overrun at once
+		return nil, fmt.Errorf("call to NFS server %s not started: %w", key, err)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ks := l.keys[key]

@@ -223,6 +223,22 @@ func TestAcquireWaitersFailWhenAllOverrun(t *testing.T) {
 	s.Release()
 }
 
+func TestAcquireEndedContext(t *testing.T) {
+	l := NewLimiter(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Acquire(ctx, "srv"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want context.Canceled", err)
+	}
+	ran := false
+	if err := l.Bounded(ctx, "srv", time.Second, "x", func() error { ran = true; return nil }); !errors.Is(err, ErrTimeout) || ran {
+		t.Fatalf("Bounded with an ended context: %v (ran %v), want ErrTimeout without running fn", err, ran)
+	}
+	if l.keyCount() != 0 || l.Stuck("srv") != 0 {
+		t.Error("state left behind")
+	}
+}
+
 func TestAcquireCancelWhileWaiting(t *testing.T) {
 	l := NewLimiter(1)
 	s, _ := l.Acquire(context.Background(), "srv")

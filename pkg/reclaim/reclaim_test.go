@@ -244,7 +244,7 @@ func TestRecycle(t *testing.T) {
 			nil, want{event: []string{"Warning", ReasonRecycleFailed, "subDir"}}},
 		{"static subDir naming a provisioned volume's directory is refused", func(string) *v1.PersistentVolume {
 			return makePV("pv", "static-x", static("pv"))
-		}, nil, want{retry: true, held: true, event: []string{"Warning", ReasonRecycleFailed, "owned by volume"}}},
+		}, nil, want{retry: true, held: true, event: []string{"Warning", ReasonRecycleFailed, "is volume pv, not volume static"}}},
 		{"malformed Paddock ID is refused", func(string) *v1.PersistentVolume { return makePV("pv", "1#d##nfs.example.com#/srv/nfs#..#") },
 			nil, want{event: []string{"Warning", ReasonRecycleFailed, "malformed"}}},
 		{"other driver untouched", func(id string) *v1.PersistentVolume {

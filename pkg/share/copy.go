@@ -26,36 +26,6 @@ const copyWorkers = 8
 // own deadline (the CO's timeout) usually ends it first.
 func (w *Workspace) copyTimeout() time.Duration { return 100 * w.cfg.FSTimeout }
 
-// volumeKey is the lock key of a volume directory.
-func (w *Workspace) volumeKey(v volume.Volume) string { return exportOf(v).key() + "\x00" + v.SubDir }
-
-// snapshotKey is the lock key of a snapshot; NUL never occurs in a subDir, so it cannot be a volume's.
-func snapshotKey(s volume.Snapshot) string {
-	return Export{Server: s.Server, Share: s.Share, NFSVers: s.NFSVers}.key() + "\x00\x00snapshot\x00" + s.Dir
-}
-
-// lockKeys takes several locks in sorted order, so two calls that need the same pair never deadlock.
-func (w *Workspace) lockKeys(ctx context.Context, keys ...string) (func(), error) {
-	keys = slices.Clone(keys)
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-	var unlocks []func()
-	release := func() {
-		for i := len(unlocks) - 1; i >= 0; i-- {
-			unlocks[i]()
-		}
-	}
-	for _, k := range keys {
-		u, err := w.locks.Lock(ctx, k)
-		if err != nil {
-			release()
-			return nil, err
-		}
-		unlocks = append(unlocks, u)
-	}
-	return release, nil
-}
-
 // Source is the initial content of a new volume: a snapshot or another volume on the same export.
 type Source struct {
 	snapshot *volume.Snapshot
@@ -80,7 +50,7 @@ func (s *Source) lockKey() string {
 	if s.snapshot != nil {
 		return snapshotKey(*s.snapshot)
 	}
-	return exportOf(*s.volume).key() + "\x00" + s.volume.SubDir
+	return volumeKey(*s.volume)
 }
 
 // check refuses sources a copy cannot reach: Paddock copies inside one export (the same directory
@@ -131,47 +101,6 @@ func (s *Source) resolve(r *os.Root) error {
 	}
 	return nil
 }
-
-// claimFor reads v's claim; no claim, or a claim of another volume, is ErrNotFound (for v, the
-// directory is not there).
-func claimFor(r *os.Root, v volume.Volume) (claim, error) {
-	c, err := readClaim(r, v.SubDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return claim{}, fmt.Errorf("%w: %q has no claim for volume %s", ErrNotFound, v.SubDir, v.Name)
-	}
-	if err != nil {
-		return claim{}, err
-	}
-	if c.Name != v.Name {
-		return claim{}, fmt.Errorf("%w: %q is owned by volume %s, not %s", ErrNotFound, v.SubDir, c.Name, v.Name)
-	}
-	return c, nil
-}
-
-// ownedDir checks that v's directory exists, is a real directory and is claimed by v; with ready,
-// also that its creation finished (a copy source must be complete).
-func ownedDir(r *os.Root, v volume.Volume, ready bool) error {
-	c, err := claimFor(r, v)
-	if err != nil {
-		return err
-	}
-	if ready && c.State != stateReady {
-		return fmt.Errorf("%w: volume %s is still being created", ErrNotFound, v.Name)
-	}
-	fi, err := r.Lstat(v.SubDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %q", ErrNotFound, v.SubDir)
-	}
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
-	}
-	return nil
-}
-
-const stateReady = "ready"
 
 // copyTree copies the content of src into the existing directory dst, both relative to the export,
 // and returns the bytes of regular files copied. Every entry is opened relative to its parent with

@@ -223,3 +223,18 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func isErr(err, target error) bool { return errors.Is(err, target) }
+
+// withRoot runs fn on x's root like every operation does (limiter, deadline, stale remount).
+func (w *Workspace) withRoot(ctx context.Context, x Export, timeout time.Duration, what string, fn func(r *os.Root) error) error {
+	return w.run(ctx, op{x: x, timeout: timeout, what: what}, func(c *call) error { return fn(c.r) })
+}
+
+// writeClaim replaces a claim through the export root (tests that forge or age claims).
+func writeClaim(r *os.Root, c claim) error {
+	d, err := r.Open(claimsDir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return writeClaimAt(int(d.Fd()), c)
+}

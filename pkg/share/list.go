@@ -63,7 +63,7 @@ func (w *Workspace) ListVolumeHealth(ctx context.Context) ([]ListedVolume, error
 func (w *Workspace) listVolumes(ctx context.Context, health bool) ([]ListedVolume, error) {
 	var all []ListedVolume
 	for _, x := range w.Known() {
-		err := w.withExport(ctx, x, w.cfg.FSTimeout, "list volumes", func(r *os.Root) error {
+		err := w.read(ctx, x, "list volumes", func(r *os.Root) error {
 			d, err := r.Open(claimsDir)
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -155,7 +155,7 @@ func dirProblem(r *os.Root, subDir string) string {
 // (an unknown or forged ID); otherwise a problem reason ("" when the directory is there).
 func (w *Workspace) VolumeHealth(ctx context.Context, v volume.Volume) (string, error) {
 	var problem string
-	err := w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "health "+v.SubDir, func(r *os.Root) error {
+	err := w.read(ctx, exportOf(v), "health "+v.SubDir, func(r *os.Root) error {
 		if _, err := claimFor(r, v); err != nil {
 			return err
 		}
@@ -168,7 +168,7 @@ func (w *Workspace) VolumeHealth(ctx context.Context, v volume.Volume) (string, 
 // Available reports the bytes available to Paddock on the export (statfs of its root).
 func (w *Workspace) Available(ctx context.Context, x Export) (int64, error) {
 	var avail int64
-	err := w.withExport(ctx, x, w.cfg.FSTimeout, "statfs", func(r *os.Root) error {
+	err := w.read(ctx, x, "statfs", func(r *os.Root) error {
 		f, err := r.Open(".")
 		if err != nil {
 			return err

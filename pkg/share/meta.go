@@ -4,16 +4,16 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 
-	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 
-	"github.com/paddock-csi/paddock/pkg/mount"
+	"github.com/paddock-csi/paddock/pkg/volume"
 )
 
 // metaFDs are descriptors of the export root and its metadata directories, held for one mount
@@ -25,7 +25,7 @@ import (
 // unmounted) and no call holds it any more: a number closed under a running call could be reused by
 // another open and redirect that call.
 type metaFDs struct {
-	root, claims, trash, archive *os.File
+	root, claims, trash, archive, names *os.File
 
 	mu      sync.Mutex
 	refs    int
@@ -76,7 +76,7 @@ func (m *metaFDs) retire() {
 }
 
 func (m *metaFDs) closeFiles() {
-	for _, f := range []*os.File{m.root, m.claims, m.trash, m.archive} {
+	for _, f := range []*os.File{m.root, m.claims, m.trash, m.archive, m.names} {
 		if f != nil {
 			_ = f.Close()
 		}
@@ -87,6 +87,7 @@ func (m *metaFDs) rootFD() int    { return int(m.root.Fd()) }
 func (m *metaFDs) claimsFD() int  { return int(m.claims.Fd()) }
 func (m *metaFDs) trashFD() int   { return int(m.trash.Fd()) }
 func (m *metaFDs) archiveFD() int { return int(m.archive.Fd()) }
+func (m *metaFDs) namesFD() int   { return int(m.names.Fd()) }
 
 // metaOf returns the export's metadata descriptors for mount generation gen, creating the metadata
 // area (ensureMeta) and opening them the first time in each generation. A remount (new generation)
@@ -97,6 +98,10 @@ func (w *Workspace) metaOf(ctx context.Context, h *metaHold, e *export, r *os.Ro
 	}
 	defer e.metaMu.unlock()
 	if e.meta != nil && e.metaGen == gen {
+		if kg := w.knownGeneration(); e.markersGen != kg {
+			w.markInnerExports(e, e.meta)
+			e.markersGen = kg
+		}
 		return h.add(e.meta.acquire()), nil
 	}
 	if err := ensureMeta(r); err != nil {
@@ -106,7 +111,7 @@ func (w *Workspace) metaOf(ctx context.Context, h *metaHold, e *export, r *os.Ro
 	for _, d := range []struct {
 		f    **os.File
 		name string
-	}{{&m.root, "."}, {&m.claims, claimsDir}, {&m.trash, trashDir}, {&m.archive, archiveDir}} {
+	}{{&m.root, "."}, {&m.claims, claimsDir}, {&m.trash, trashDir}, {&m.archive, archiveDir}, {&m.names, namesDir}} {
 		// os.Root refuses a symlink leading out of the export; ensureMeta refused symlinks here at all.
 		f, err := r.Open(d.name)
 		if err != nil {
@@ -119,18 +124,79 @@ func (w *Workspace) metaOf(ctx context.Context, h *metaHold, e *export, r *os.Ro
 		e.meta.retire()
 	}
 	e.meta, e.metaGen = m, gen
+	e.markers = nil // a new generation checks the markers again
+	w.remember(e.x)
+	w.markInnerExports(e, m)
+	e.markersGen = w.knownGeneration()
 	return h.add(m.acquire()), nil
+}
+
+// markInnerExports marks, in e's claims, the root of every known export of the same server that lies
+// inside e: a marker claim there, pinned like a volume, so no volume of e can be that directory, lie
+// above it or below it. Each is done once per mount generation; the caller holds e.metaMu.
+func (w *Workspace) markInnerExports(e *export, m *metaFDs) {
+	for _, y := range w.Known() {
+		rel, ok := innerPath(e.x, y)
+		if !ok || e.markers[y.Share] {
+			continue
+		}
+		c, err := m.readClaim(rel)
+		if err == nil && c.isMarker() {
+			e.markers = markerSet(e.markers, y.Share)
+			continue
+		}
+		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+			if err == nil {
+				err = fmt.Errorf("%w: it is already %s", ErrConflict, c.owner())
+			}
+			klog.ErrorS(err, "The root of an export lies inside another export and cannot be protected there; do not use both",
+				"server", e.x.Server, "outer", e.x.Share, "inner", y.Share)
+			continue
+		}
+		fresh, ex, err := m.reserve(claim{SubDir: rel, Export: y.Share, Token: newToken()})
+		if err == nil && (fresh || ex.isMarker()) {
+			e.markers = markerSet(e.markers, y.Share)
+			continue
+		}
+		if err == nil {
+			err = fmt.Errorf("%w: it is already %s", ErrConflict, ex.owner())
+		}
+		klog.ErrorS(err, "The root of an export lies inside another export and cannot be protected there; do not use both",
+			"server", e.x.Server, "outer", e.x.Share, "inner", y.Share)
+	}
+}
+
+func markerSet(m map[string]bool, share string) map[string]bool {
+	if m == nil {
+		m = map[string]bool{}
+	}
+	m[share] = true
+	return m
+}
+
+// innerPath is the path of y's root relative to x when y is another export of the same server whose
+// root lies strictly inside x.
+func innerPath(x, y Export) (string, bool) {
+	if x.Server != y.Server || x.Share == y.Share {
+		return "", false
+	}
+	prefix := strings.TrimSuffix(x.Share, "/") + "/"
+	rel, ok := strings.CutPrefix(y.Share, prefix)
+	if !ok || volume.ValidateSubDir(rel) != nil {
+		return "", false
+	}
+	return rel, true
 }
 
 // boundedMeta runs open (metaOf or metaRefresh) under the filesystem deadline for a caller that is
 // not already inside one. open acquires into a hold of its own, which joins h only if it came in time;
 // one that comes later is released (mount.BoundedOwned).
-func (w *Workspace) boundedMeta(ctx context.Context, h *metaHold, open func(*metaHold) (*metaFDs, error)) (*metaFDs, error) {
+func (w *Workspace) boundedMeta(ctx context.Context, server string, h *metaHold, open func(*metaHold) (*metaFDs, error)) (*metaFDs, error) {
 	type acquired struct {
 		m   *metaFDs
 		own metaHold
 	}
-	a, err := mount.BoundedOwned(ctx, w.cfg.FSTimeout, "metadata", func() (acquired, error) {
+	a, err := bounded(ctx, w, server, w.cfg.FSTimeout, "metadata", func() (acquired, error) {
 		var own metaHold
 		m, err := open(&own)
 		if err != nil {
@@ -187,115 +253,9 @@ func (e *export) dropMeta(ctx context.Context) {
 	}
 }
 
-// Claims are stored as symlinks whose target is the encoded record: one SYMLINK round trip creates a
-// complete claim atomically (failing with EEXIST if there is one), one READLINK reads it, and a claim
-// is never half written. The target is never followed by Paddock; resolving it would fail at its
-// first component, a file name that does not exist. Claims written by earlier releases are regular
-// files and are still read.
-
-func claimName(subDir string) string { return strings.TrimPrefix(claimPath(subDir), claimsDir+"/") }
-
-// readClaimBytes reads the claim named file in the claims directory open as dfd.
-func readClaimBytes(dfd int, file string) ([]byte, error) {
-	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(dfd, file, buf)
-	if err == nil {
-		return buf[:n], nil
-	}
-	if !errors.Is(err, unix.EINVAL) {
-		return nil, &fs.PathError{Op: "readlink", Path: claimsDir + "/" + file, Err: err}
-	}
-	// A regular file: a claim written by an earlier release.
-	fd, err := unix.Openat(dfd, file, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: claimsDir + "/" + file, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), file)
-	defer f.Close()
-	b, err := readAllLimited(f, 64<<10)
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: claimsDir + "/" + file, Err: err}
-	}
-	return b, nil
-}
-
-func readAllLimited(f *os.File, limit int64) ([]byte, error) {
-	return io.ReadAll(io.LimitReader(f, limit))
-}
-
-func (m *metaFDs) readClaim(subDir string) (claim, error) {
-	b, err := readClaimBytes(m.claimsFD(), claimName(subDir))
-	if err != nil {
-		return claim{}, err
-	}
-	return parseClaim(b, subDir)
-}
-
-// createClaim writes a new claim, failing with fs.ErrExist if there is one.
-func (m *metaFDs) createClaim(c claim) error {
-	name := claimName(c.SubDir)
-	err := unix.Symlinkat(string(c.encode()), m.claimsFD(), name)
-	if errors.Is(err, unix.ENAMETOOLONG) {
-		return createClaimFile(m.claimsFD(), name, c)
-	}
-	if err != nil {
-		return &fs.PathError{Op: "symlink", Path: claimsDir + "/" + name, Err: err}
-	}
-	return nil
-}
-
-// writeClaim replaces a claim atomically (a new symlink renamed over it).
-func (m *metaFDs) writeClaim(c claim) error {
-	return writeClaimAt(m.claimsFD(), c)
-}
-
-func writeClaimAt(dfd int, c claim) error {
-	name := claimName(c.SubDir)
-	tmp := name + ".tmp"
-	err := unix.Symlinkat(string(c.encode()), dfd, tmp)
-	if errors.Is(err, unix.EEXIST) { // left by a crash
-		if err := unix.Unlinkat(dfd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			return &fs.PathError{Op: "remove", Path: claimsDir + "/" + tmp, Err: err}
-		}
-		err = unix.Symlinkat(string(c.encode()), dfd, tmp)
-	}
-	if errors.Is(err, unix.ENAMETOOLONG) {
-		_ = unix.Unlinkat(dfd, tmp, 0)
-		if err := createClaimFile(dfd, tmp, c); err != nil {
-			return err
-		}
-		err = nil
-	}
-	if err != nil {
-		return &fs.PathError{Op: "symlink", Path: claimsDir + "/" + tmp, Err: err}
-	}
-	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
-		return &fs.PathError{Op: "rename", Path: claimsDir + "/" + tmp, Err: err}
-	}
-	return nil
-}
-
-// createClaimFile is the fallback for a record too long for a symlink: a regular file, O_EXCL.
-func createClaimFile(dfd int, name string, c claim) error {
-	fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return &fs.PathError{Op: "create", Path: claimsDir + "/" + name, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), name)
-	_, err = f.Write(c.encode())
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func (m *metaFDs) removeClaim(subDir string) error {
-	name := claimName(subDir)
-	if err := unix.Unlinkat(m.claimsFD(), name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return &fs.PathError{Op: "remove", Path: claimsDir + "/" + name, Err: err}
-	}
-	return nil
-}
+// Claims are stored as symlinks whose target is the encoded record (claim.go): one SYMLINK round
+// trip creates a complete claim atomically, one READLINK reads it. The target is never followed by
+// Paddock. Claims written by earlier releases are regular files and are still read.
 
 // processUmask is the umask this process creates files with (read once, from /proc, without
 // changing it). Create skips the chmod after mkdir when the umask cannot have stripped the mode.

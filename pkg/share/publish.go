@@ -133,12 +133,8 @@ func writePublications(r *os.Root, v volume.Volume, pubs []Publication) error {
 // which Publish returns as it is; it returns done=true when p.Node is already recorded exactly as p,
 // in which case nothing is written.
 func (w *Workspace) Publish(ctx context.Context, v volume.Volume, p Publication, check func(existing []Publication) (done bool, err error)) error {
-	unlock, err := w.lockVolume(ctx, v)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "publish "+v.SubDir, func(r *os.Root) error {
+	return w.run(ctx, op{keys: []string{volumeKey(v)}, x: exportOf(v), timeout: w.cfg.FSTimeout, what: "publish " + v.SubDir}, func(c *call) error {
+		r := c.r
 		if err := ownedDir(r, v, false); err != nil {
 			return err
 		}
@@ -160,12 +156,8 @@ func (w *Workspace) Publish(ctx context.Context, v volume.Volume, p Publication,
 // Unpublish removes node's publication of v (every publication when node is empty). A volume that
 // is gone, or was never published there, is unpublished already.
 func (w *Workspace) Unpublish(ctx context.Context, v volume.Volume, node string) error {
-	unlock, err := w.lockVolume(ctx, v)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "unpublish "+v.SubDir, func(r *os.Root) error {
+	return w.run(ctx, op{keys: []string{volumeKey(v)}, x: exportOf(v), timeout: w.cfg.FSTimeout, what: "unpublish " + v.SubDir}, func(c *call) error {
+		r := c.r
 		pubs, err := readPublications(r, v)
 		if err != nil || len(pubs) == 0 {
 			return err
@@ -182,7 +174,7 @@ func (w *Workspace) Unpublish(ctx context.Context, v volume.Volume, node string)
 // Publications lists the nodes v is published to.
 func (w *Workspace) Publications(ctx context.Context, v volume.Volume) ([]Publication, error) {
 	var pubs []Publication
-	err := w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "read publications of "+v.SubDir, func(r *os.Root) error {
+	err := w.read(ctx, exportOf(v), "read publications of "+v.SubDir, func(r *os.Root) error {
 		var err error
 		pubs, err = readPublications(r, v)
 		return err
@@ -195,7 +187,7 @@ func (w *Workspace) Publications(ctx context.Context, v volume.Volume) ([]Public
 func (w *Workspace) PublishedNodes(ctx context.Context) (map[string][]Publication, error) {
 	all := map[string][]Publication{}
 	for _, x := range w.Known() {
-		err := w.withExport(ctx, x, w.cfg.FSTimeout, "list publications", func(r *os.Root) error {
+		err := w.read(ctx, x, "list publications", func(r *os.Root) error {
 			entries, err := fs.ReadDir(r.FS(), publicationsDir)
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -234,12 +226,8 @@ func (w *Workspace) PublishedNodes(ctx context.Context) (map[string][]Publicatio
 // non-nil, uid and gid when not -1. Nothing but the directory itself is touched, and a symlink is
 // never followed (the directory is checked to be one, and chown does not follow).
 func (w *Workspace) SetAttributes(ctx context.Context, v volume.Volume, mode *os.FileMode, uid, gid int) error {
-	unlock, err := w.lockVolume(ctx, v)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	return w.withExport(ctx, exportOf(v), w.cfg.FSTimeout, "modify "+v.SubDir, func(r *os.Root) error {
+	return w.run(ctx, op{keys: []string{volumeKey(v)}, x: exportOf(v), timeout: w.cfg.FSTimeout, what: "modify " + v.SubDir}, func(c *call) error {
+		r := c.r
 		if err := ownedDir(r, v, false); err != nil {
 			return err
 		}

@@ -13,7 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/paddock-csi/paddock/pkg/metrics"
-	"github.com/paddock-csi/paddock/pkg/mount"
+	"github.com/paddock-csi/paddock/pkg/volume"
 )
 
 // Kick asks the reaper to sweep an export soon. It never blocks.
@@ -133,9 +133,14 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 	}
 	// Each sweep checks the metadata area again and reopens the descriptors that Create and Delete
 	// use, so a directory replaced behind Paddock's back (a symlink put in its place) is refused here.
+	// An export without a metadata area has nothing to reap, and the reaper must not make one: a
+	// known export is one Paddock used, but the area may have been removed by hand since.
+	if _, err := bounded(ctx, w, x.Server, w.cfg.FSTimeout, "stat "+volume.MetaDir, func() (fs.FileInfo, error) { return r.Lstat(volume.MetaDir) }, nil); errors.Is(err, fs.ErrNotExist) {
+		return time.Time{}, nil
+	}
 	var h metaHold
 	defer h.release()
-	m, err := w.boundedMeta(ctx, &h, func(own *metaHold) (*metaFDs, error) { return w.metaRefresh(ctx, own, e, r, gen) })
+	m, err := w.boundedMeta(ctx, x.Server, &h, func(own *metaHold) (*metaFDs, error) { return w.metaRefresh(ctx, own, e, r, gen) })
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -164,7 +169,7 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 		}},
 		{archiveDir, "archive", m.archiveFD, archiveExpiry},
 	} {
-		names, err := w.list(ctx, m, area.fd, area.dir)
+		names, err := w.list(ctx, x.Server, m, area.fd, area.dir)
 		if err != nil {
 			return next, err
 		}
@@ -177,7 +182,7 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 		if len(victims) == 0 {
 			continue
 		}
-		if err := w.removeEntries(ctx, m, area.fd, area.dir, victims); err != nil {
+		if err := w.removeEntries(ctx, x.Server, m, area.fd, area.dir, victims); err != nil {
 			return next, err
 		}
 		metrics.ReaperRemoved.WithLabelValues(area.kind).Add(float64(len(victims)))
@@ -189,9 +194,9 @@ func (w *Workspace) Reap(ctx context.Context, x Export) (time.Time, error) {
 // list reads the names in the directory open as dfd (the trash or the archive), through a fresh
 // descriptor of it so that concurrent sweeps never share a directory offset.
 // The closure holds its own reference to m: abandoned at the deadline, it may run after Reap returns.
-func (w *Workspace) list(ctx context.Context, m *metaFDs, dfd func() int, dir string) ([]string, error) {
+func (w *Workspace) list(ctx context.Context, server string, m *metaFDs, dfd func() int, dir string) ([]string, error) {
 	m.acquire()
-	return mount.BoundedValue(ctx, w.cfg.FSTimeout, "list "+dir, func() ([]string, error) {
+	return bounded(ctx, w, server, w.cfg.FSTimeout, "list "+dir, func() ([]string, error) {
 		defer m.release()
 		fd, err := unix.Openat(dfd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -200,28 +205,29 @@ func (w *Workspace) list(ctx context.Context, m *metaFDs, dfd func() int, dir st
 		f := os.NewFile(uintptr(fd), dir)
 		defer f.Close()
 		return f.Readdirnames(-1)
-	})
+	}, nil)
 }
 
 // removeEntries removes whole trees in the directory open as dfd. Directories are opened relative to
 // their parent with O_NOFOLLOW, so a symlink anywhere in a tree is unlinked, never followed; work fans
 // out over ReapWorkers goroutines because each NFS unlink is a round trip.
-func (w *Workspace) removeEntries(ctx context.Context, m *metaFDs, dfd func() int, dir string, names []string) error {
+func (w *Workspace) removeEntries(ctx context.Context, server string, m *metaFDs, dfd func() int, dir string, names []string) error {
 	sem := make(chan struct{}, w.cfg.ReapWorkers)
 	m.acquire()
 	// The whole removal may take long for a big tree; it is bounded generously and, if the server
 	// dies, abandoned to finish or fail in the background (it owns its descriptors) while the next
 	// sweep retries.
-	return boundedFS(ctx, 1000*w.cfg.FSTimeout, "remove "+dir, func() error {
+	_, err := bounded(ctx, w, server, 1000*w.cfg.FSTimeout, "remove "+dir, func() (struct{}, error) {
 		fd, err := unix.Openat(dfd(), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		m.release() // from here on the removal owns its descriptors
 		if err != nil {
-			return &fs.PathError{Op: "open", Path: dir, Err: err}
+			return struct{}{}, &fs.PathError{Op: "open", Path: dir, Err: err}
 		}
 		d := os.NewFile(uintptr(fd), dir)
 		defer d.Close()
-		return removeAll(ctx, int(d.Fd()), names, sem, true)
-	})
+		return struct{}{}, removeAll(ctx, int(d.Fd()), names, sem, true)
+	}, nil)
+	return err
 }
 
 // top marks the entries of the trash or archive themselves (deleted volumes, often empty).

@@ -88,6 +88,7 @@ func TestScrubRefusals(t *testing.T) {
 	e := newEnv(t, nil)
 	e.create(vol("pvc-owner", "owned", volume.OnDeleteDelete), defaultOpts())
 	e.write("owned/f", "mine")
+	e.mkdir("owned/sub", 0o755)
 	e.write("afile", "file")
 	if err := os.Symlink(e.outside, e.path("escape")); err != nil {
 		t.Fatal(err)

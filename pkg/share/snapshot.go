@@ -88,17 +88,10 @@ var ErrSnapshotNotFound = errors.New("snapshot not found")
 func (w *Workspace) CreateSnapshot(ctx context.Context, src volume.Volume, name string) (SnapshotInfo, error) {
 	s := volume.SnapshotOf(src, name)
 	srcID := src.ID()
-	unlock, err := w.lockKeys(ctx, w.volumeKey(src), snapshotKey(s))
-	if err != nil {
-		return SnapshotInfo{}, err
-	}
-	defer unlock()
-	ctx, cancel := context.WithTimeout(ctx, w.copyTimeout())
-	defer cancel()
 	var info SnapshotInfo
-	discarded := false
-	err = w.withExport(ctx, exportOf(src), w.copyTimeout(), "snapshot "+src.SubDir, func(r *os.Root) error {
-		if err := ensureMeta(r); err != nil {
+	err := w.run(ctx, op{keys: []string{volumeKey(src), snapshotKey(s)}, x: exportOf(src), timeout: w.copyTimeout(), what: "snapshot " + src.SubDir}, func(c *call) error {
+		r, ctx := c.r, c.ctx
+		if _, err := c.meta(); err != nil {
 			return err
 		}
 		rec, err := readSnapshotRecord(r, s.Dir)
@@ -117,7 +110,7 @@ func (w *Workspace) CreateSnapshot(ctx context.Context, src volume.Volume, name 
 		if err := ownedDir(r, src, true); err != nil {
 			return fmt.Errorf("%w: volume %s: %v", ErrSourceNotFound, srcID, err)
 		}
-		c, err := readClaim(r, src.SubDir)
+		cl, err := readClaim(r, src.SubDir)
 		if err != nil {
 			return err
 		}
@@ -125,12 +118,12 @@ func (w *Workspace) CreateSnapshot(ctx context.Context, src volume.Volume, name 
 			if err := r.Rename(snapshotPath(s.Dir), trashDir+"/"+trashName(w.cfg.Now().UTC(), "snapshot-"+s.Dir)); err != nil {
 				return fmt.Errorf("discarding the unfinished snapshot %s: %w", name, err)
 			}
-			discarded = true
+			w.Kick(exportOf(src))
 		}
 		if err := r.Mkdir(snapshotPath(s.Dir), 0o700); err != nil {
 			return err
 		}
-		rec = snapshotRecord{Name: name, Source: srcID, State: "pending", Created: w.cfg.Now().UnixNano(), Capacity: c.Capacity}
+		rec = snapshotRecord{Name: name, Source: srcID, State: "pending", Created: w.cfg.Now().UnixNano(), Capacity: cl.Capacity}
 		if err := writeSnapshotRecord(r, s.Dir, rec); err != nil {
 			return err
 		}
@@ -151,9 +144,6 @@ func (w *Workspace) CreateSnapshot(ctx context.Context, src volume.Volume, name 
 		info = infoOf(s, rec)
 		return nil
 	})
-	if discarded {
-		w.Kick(exportOf(src))
-	}
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s (%s): %w", name, s.ID(), err)
 	}
@@ -168,7 +158,7 @@ func snapshotExport(s volume.Snapshot) Export {
 // Ready false.
 func (w *Workspace) GetSnapshot(ctx context.Context, s volume.Snapshot) (SnapshotInfo, error) {
 	var info SnapshotInfo
-	err := w.withExport(ctx, snapshotExport(s), w.cfg.FSTimeout, "get snapshot "+s.Dir, func(r *os.Root) error {
+	err := w.read(ctx, snapshotExport(s), "get snapshot "+s.Dir, func(r *os.Root) error {
 		rec, err := readSnapshotRecord(r, s.Dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%w: %s", ErrSnapshotNotFound, s.ID())
@@ -185,14 +175,12 @@ func (w *Workspace) GetSnapshot(ctx context.Context, s volume.Snapshot) (Snapsho
 // DeleteSnapshot moves the snapshot into the trash (one rename) for the reaper. A snapshot that does
 // not exist is deleted already. Volumes restored from it are copies and are not affected.
 func (w *Workspace) DeleteSnapshot(ctx context.Context, s volume.Snapshot) error {
-	unlock, err := w.locks.Lock(ctx, snapshotKey(s))
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	moved := false
-	err = w.withExport(ctx, snapshotExport(s), w.cfg.FSTimeout, "delete snapshot "+s.Dir, func(r *os.Root) error {
-		if err := ensureMeta(r); err != nil {
+	err := w.run(ctx, op{keys: []string{snapshotKey(s)}, x: snapshotExport(s), timeout: w.cfg.FSTimeout, what: "delete snapshot " + s.Dir}, func(c *call) error {
+		r := c.r
+		if _, err := r.Lstat(snapsDir); errors.Is(err, fs.ErrNotExist) {
+			return nil // no snapshot area, no snapshot: a forged ID creates nothing
+		}
+		if _, err := c.meta(); err != nil {
 			return err
 		}
 		fi, err := r.Lstat(snapshotPath(s.Dir))
@@ -207,15 +195,12 @@ func (w *Workspace) DeleteSnapshot(ctx context.Context, s volume.Snapshot) error
 		}
 		err = r.Rename(snapshotPath(s.Dir), trashDir+"/"+trashName(w.cfg.Now().UTC(), "snapshot-"+s.Dir))
 		if err == nil {
-			moved = true
+			w.Kick(snapshotExport(s))
 		} else if errors.Is(err, fs.ErrNotExist) {
 			err = nil
 		}
 		return err
 	})
-	if moved {
-		w.Kick(snapshotExport(s))
-	}
 	if err != nil {
 		return fmt.Errorf("deleting snapshot %s: %w", s.ID(), err)
 	}
@@ -231,7 +216,7 @@ func (w *Workspace) ListSnapshots(ctx context.Context, only *Export) ([]Snapshot
 	}
 	var all []SnapshotInfo
 	for _, x := range exports {
-		err := w.withExport(ctx, x, w.cfg.FSTimeout, "list snapshots", func(r *os.Root) error {
+		err := w.read(ctx, x, "list snapshots", func(r *os.Root) error {
 			entries, err := fs.ReadDir(r.FS(), snapsDir)
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil

@@ -233,7 +233,7 @@ func TestSnapshotAndRestoreRetryAfterCrash(t *testing.T) {
 
 	// A half-made restore: pending claim, partial content.
 	v := vol("pvc-r", "pvc-r", volume.OnDeleteDelete)
-	c := claimOf(v, CreateOptions{Source: SnapshotSource(s)})
+	c := claimOf(v, CreateOptions{Mode: 0o777, UID: -1, GID: -1, Source: SnapshotSource(s)})
 	must(t, writeClaim(r, c))
 	e.mkdir("pvc-r", 0o777)
 	e.write("pvc-r/partial", "x")

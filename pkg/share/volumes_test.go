@@ -49,8 +49,14 @@ func TestCreateModeOwnerAndIdempotence(t *testing.T) {
 			if err != nil || c.State != "ready" || c.Name != v.Name || c.Adopted || c.Capacity != tc.opts.Capacity {
 				t.Errorf("claim = %+v, %v", c, err)
 			}
-			// A repeat (even asking for another size and owner) changes nothing and returns the stored capacity.
-			again, err := e.ws.Create(context.Background(), v, CreateOptions{Mode: 0o700, UID: 1, GID: 1, Capacity: tc.opts.Capacity + 100})
+			// A repeat with another owner or mode is another volume's arguments (CSI ALREADY_EXISTS).
+			other := tc.opts
+			other.Mode, other.UID, other.GID = 0o700, 1, 1
+			if _, err := e.ws.Create(context.Background(), v, other); !errors.Is(err, ErrIncompatible) {
+				t.Fatalf("Create with another mode and owner = %v, want ErrIncompatible", err)
+			}
+			// A repeat (even asking for another size) changes nothing and returns the stored capacity.
+			again, err := e.ws.Create(context.Background(), v, CreateOptions{Mode: tc.opts.Mode, UID: tc.opts.UID, GID: tc.opts.GID, Capacity: tc.opts.Capacity + 100})
 			if err != nil {
 				t.Fatalf("repeated Create = %v", err)
 			}
@@ -164,7 +170,7 @@ func TestCreateConflicts(t *testing.T) {
 		{"nested inside a volume", vol("pvc-n", "a/inner", volume.OnDeleteDelete), false, ErrConflict},
 		{"deeply nested inside a volume", vol("pvc-n", "a/b/c", volume.OnDeleteDelete), false, ErrConflict},
 		{"adopting a parent of a volume", vol("pvc-x", "x", volume.OnDeleteDelete), true, ErrConflict},
-		{"parent of a volume without reuse", vol("pvc-x", "x", volume.OnDeleteDelete), false, ErrExists},
+		{"parent of a volume without reuse", vol("pvc-x", "x", volume.OnDeleteDelete), false, ErrConflict},
 		{"parent is a symlink out of the export", vol("pvc-e", "escape/vol", volume.OnDeleteDelete), false, ErrNotDir},
 		{"parent is a symlink into a volume", vol("pvc-t", "to-a/vol", volume.OnDeleteDelete), false, ErrNotDir},
 		{"parent is a file", vol("pvc-f", "plainfile/vol", volume.OnDeleteDelete), false, ErrNotDir},
@@ -528,7 +534,7 @@ func TestDeleteRetain(t *testing.T) {
 	}
 }
 
-func TestDeleteRefusals(t *testing.T) {
+func TestDeleteOfAnotherVolumesDirectoryTouchesNothing(t *testing.T) {
 	e := newEnv(t, nil)
 	e.create(vol("pvc-owner", "owned", volume.OnDeleteDelete), defaultOpts())
 	e.write("owned/f", "mine")
@@ -541,12 +547,13 @@ func TestDeleteRefusals(t *testing.T) {
 	}{
 		{"missing directory", vol("pvc-gone", "gone", volume.OnDeleteDelete), nil},
 		{"missing directory, archive", vol("pvc-gone", "gone", volume.OnDeleteArchive), nil},
-		{"unclaimed directory", vol("pvc-x", "unclaimed", volume.OnDeleteDelete), ErrConflict},
-		{"unclaimed directory, archive", vol("pvc-x", "unclaimed", volume.OnDeleteArchive), ErrConflict},
+		// Not this volume's directory: the volume no longer exists, so Delete succeeds and touches nothing.
+		{"unclaimed directory", vol("pvc-x", "unclaimed", volume.OnDeleteDelete), nil},
+		{"unclaimed directory, archive", vol("pvc-x", "unclaimed", volume.OnDeleteArchive), nil},
 		{"unclaimed directory, retain", vol("pvc-x", "unclaimed", volume.OnDeleteRetain), nil},
-		{"another volume's directory", vol("pvc-thief", "owned", volume.OnDeleteDelete), ErrConflict},
-		{"another volume's directory, archive", vol("pvc-thief", "owned", volume.OnDeleteArchive), ErrConflict},
-		{"another volume's directory, retain", vol("pvc-thief", "owned", volume.OnDeleteRetain), ErrConflict},
+		{"another volume's directory", vol("pvc-thief", "owned", volume.OnDeleteDelete), nil},
+		{"another volume's directory, archive", vol("pvc-thief", "owned", volume.OnDeleteArchive), nil},
+		{"another volume's directory, retain", vol("pvc-thief", "owned", volume.OnDeleteRetain), nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -560,8 +567,8 @@ func TestDeleteRefusals(t *testing.T) {
 			}
 		})
 	}
-	if err := e.ws.SetCapacity(context.Background(), vol("pvc-thief", "owned", volume.OnDeleteDelete), 10); !errors.Is(err, ErrConflict) {
-		t.Errorf("SetCapacity by a non-owner = %v, want ErrConflict", err)
+	if err := e.ws.SetCapacity(context.Background(), vol("pvc-thief", "owned", volume.OnDeleteDelete), 10); !errors.Is(err, ErrNotFound) {
+		t.Errorf("SetCapacity by a non-owner = %v, want ErrNotFound", err)
 	}
 	if err := e.ws.SetCapacity(context.Background(), vol("pvc-x", "unclaimed", volume.OnDeleteDelete), 10); !errors.Is(err, ErrNotFound) {
 		t.Errorf("SetCapacity of an unclaimed dir = %v, want ErrNotFound", err)
@@ -596,8 +603,8 @@ func TestDeleteOfUnprovisionedCreatesNothing(t *testing.T) {
 	}{
 		{"absent, delete", false, volume.OnDeleteDelete, nil},
 		{"absent, archive", false, volume.OnDeleteArchive, nil},
-		{"present, delete", true, volume.OnDeleteDelete, ErrConflict},
-		{"present, archive", true, volume.OnDeleteArchive, ErrConflict},
+		{"present, delete", true, volume.OnDeleteDelete, nil},
+		{"present, archive", true, volume.OnDeleteArchive, nil},
 		{"present, retain", true, volume.OnDeleteRetain, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,6 +40,9 @@ type Config struct {
 	ReapDebounce time.Duration
 	Mounter      mount.Interface
 	Now          func() time.Time
+	// Limiter bounds the calls in flight per NFS server, so a dead server costs a fixed number of
+	// threads (nil: a limiter of its own with the default bound).
+	Limiter *mount.Limiter
 }
 
 // Export names one NFS export as mounted by the controller.
@@ -64,15 +67,17 @@ func (x Export) options() []string {
 
 // Workspace holds the controller's export mounts.
 type Workspace struct {
-	cfg   Config
-	locks keylock.Locks // per volume directory
+	cfg     Config
+	locks   keylock.Locks // per volume directory and snapshot: the one layer that serializes them
+	limiter *mount.Limiter
 
-	mu      sync.Mutex
-	exports map[string]*export
-	known   map[string]Export // every export ever used, persisted so the reaper resumes after a restart
-	kick    chan Export
-	wg      sync.WaitGroup
-	closed  bool
+	mu       sync.Mutex
+	exports  map[string]*export
+	known    map[string]Export // every export ever used, persisted so the reaper resumes after a restart
+	knownGen int               // bumped when known grows
+	kick     chan Export
+	wg       sync.WaitGroup
+	closed   bool
 }
 
 type export struct {
@@ -89,9 +94,11 @@ type export struct {
 	// The metadata area, checked (ensureMeta) and opened once per mount generation: claims and trash
 	// are then reached by one *at call on a held descriptor instead of a walk from the export root,
 	// which on NFS costs a LOOKUP/GETATTR round trip per component.
-	metaMu  ctxMutex
-	meta    *metaFDs
-	metaGen int
+	metaMu     ctxMutex
+	meta       *metaFDs
+	metaGen    int
+	markers    map[string]bool // shares of the exports inside this one whose roots are marked; under metaMu
+	markersGen int             // the knownGen the markers were checked at
 }
 
 // New creates a workspace. Call Run to start the reaper.
@@ -114,13 +121,16 @@ func New(cfg Config) (*Workspace, error) {
 	if cfg.ReapWorkers <= 0 {
 		cfg.ReapWorkers = 8
 	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = mount.NewLimiter(0)
+	}
 	if cfg.ReapDebounce == 0 {
 		cfg.ReapDebounce = 500 * time.Millisecond
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.WorkDir, "exports"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating work dir: %w", err)
 	}
-	w := &Workspace{cfg: cfg, exports: map[string]*export{}, known: map[string]Export{}, kick: make(chan Export, 64)}
+	w := &Workspace{cfg: cfg, limiter: cfg.Limiter, exports: map[string]*export{}, known: map[string]Export{}, kick: make(chan Export, 64)}
 	if b, err := os.ReadFile(w.knownFile()); err == nil {
 		var list []Export
 		if err := json.Unmarshal(b, &list); err != nil {
@@ -173,17 +183,24 @@ func (w *Workspace) release(e *export) {
 	e.timer = time.AfterFunc(w.cfg.IdleTimeout, func() { w.idleUnmount(e) })
 }
 
+// idleUnmount unmounts an export nobody has used for IdleTimeout. It holds the export's mutex while
+// it checks that nobody took a reference and unmounts, and the export stays in the map: a call that
+// arrives meanwhile waits in ensureMounted and mounts again afterwards, never using a mount that is
+// being taken away.
 func (w *Workspace) idleUnmount(e *export) {
-	w.mu.Lock()
-	if e.refs > 0 || w.exports[e.x.key()] != e {
-		w.mu.Unlock()
-		return
-	}
-	delete(w.exports, e.x.key())
-	w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*w.cfg.FSTimeout)
 	defer cancel()
-	w.unmount(ctx, e)
+	if err := e.mu.lock(ctx); err != nil {
+		return // busy (a mount in progress): the next release starts the timer again
+	}
+	defer e.mu.unlock()
+	w.mu.Lock()
+	idle := e.refs == 0 && w.exports[e.x.key()] == e && !w.closed
+	w.mu.Unlock()
+	if !idle || !e.mounted {
+		return
+	}
+	w.unmountLocked(ctx, e)
 	klog.InfoS("Unmounted idle export", "server", e.x.Server, "share", e.x.Share)
 }
 
@@ -193,6 +210,11 @@ func (w *Workspace) unmount(ctx context.Context, e *export) {
 		return
 	}
 	defer e.mu.unlock()
+	w.unmountLocked(ctx, e)
+}
+
+// unmountLocked unmounts e; the caller holds e.mu.
+func (w *Workspace) unmountLocked(ctx context.Context, e *export) {
 	if e.root != nil {
 		_ = e.root.Close()
 		e.root = nil
@@ -259,7 +281,7 @@ func (w *Workspace) ensureMounted(ctx context.Context, e *export, staleGen int) 
 		}
 		metrics.ExportMounts.WithLabelValues(reason).Inc()
 	}
-	root, err := mount.BoundedOwned(ctx, w.cfg.FSTimeout, "open export "+source, func() (*os.Root, error) {
+	root, err := bounded(ctx, w, e.x.Server, w.cfg.FSTimeout, "open export "+source, func() (*os.Root, error) {
 		return os.OpenRoot(e.path)
 	}, func(r *os.Root) { _ = r.Close() })
 	if err != nil {
@@ -269,10 +291,27 @@ func (w *Workspace) ensureMounted(ctx context.Context, e *export, staleGen int) 
 	e.mounted = true
 	e.gen++
 	metrics.ExportsMounted.Inc()
-	w.remember(e.x)
 	return nil
 }
 
+func (w *Workspace) knownGeneration() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.knownGen
+}
+
+// AddExports makes exports known before any call uses them: the reaper sweeps them, ListVolumes
+// reads them, and an export that lies inside another one of the same server gets its root marked in
+// the outer one's claims, so no volume of the outer export can ever be that root, above it or below
+// it. The driver passes the exports it learns from its configuration.
+func (w *Workspace) AddExports(xs ...Export) {
+	for _, x := range xs {
+		w.remember(x)
+	}
+}
+
+// remember records x as known (persisted in the work dir). Only calls that found or made the
+// export's metadata area call it, so a forged volume ID names no export the reaper will sweep.
 func (w *Workspace) remember(x Export) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -280,6 +319,7 @@ func (w *Workspace) remember(x Export) {
 		return
 	}
 	w.known[x.key()] = x
+	w.knownGen++
 	list := make([]Export, 0, len(w.known))
 	for _, k := range w.known {
 		list = append(list, k)
@@ -290,42 +330,6 @@ func (w *Workspace) remember(x Export) {
 	if err := os.WriteFile(tmp, b, 0o600); err == nil {
 		err = os.Rename(tmp, w.knownFile())
 	}
-}
-
-// withExport runs fn on the export's root with the deadline, remounting once after a stale handle.
-func (w *Workspace) withExport(ctx context.Context, x Export, timeout time.Duration, what string, fn func(r *os.Root) error) error {
-	return w.withExportE(ctx, x, timeout, what, func(_ *export, r *os.Root, _ int) error { return fn(r) })
-}
-
-// withExportE is withExport for callers that also use the export's metadata descriptors (metaOf).
-func (w *Workspace) withExportE(ctx context.Context, x Export, timeout time.Duration, what string, fn func(e *export, r *os.Root, gen int) error) error {
-	e, err := w.acquire(ctx, x)
-	if err != nil {
-		return err
-	}
-	defer w.release(e)
-	for attempt := 0; ; attempt++ {
-		if err := e.mu.lock(ctx); err != nil {
-			return err
-		}
-		root, gen := e.root, e.gen
-		e.mu.unlock()
-		if root == nil {
-			return fmt.Errorf("export %s:%s is not mounted", x.Server, x.Share)
-		}
-		err = mount.Bounded(ctx, timeout, what, func() error { return fn(e, root, gen) })
-		if err == nil || !mount.IsStale(err) || attempt > 0 {
-			return err
-		}
-		if rerr := w.ensureMounted(ctx, e, gen); rerr != nil {
-			return fmt.Errorf("%w (remount after stale handle failed: %v)", err, rerr)
-		}
-	}
-}
-
-// lockVolume serializes calls on one volume directory.
-func (w *Workspace) lockVolume(ctx context.Context, v volume.Volume) (func(), error) {
-	return w.locks.Lock(ctx, w.volumeKey(v))
 }
 
 // Close stops the reaper and unmounts every export.
@@ -360,10 +364,6 @@ func (w *Workspace) MountedExports() int {
 		}
 	}
 	return n
-}
-
-func boundedFS(ctx context.Context, timeout time.Duration, what string, fn func() error) error {
-	return mount.Bounded(ctx, timeout, what, fn)
 }
 
 // ctxMutex is a mutex whose waiters give up when their context ends: a mount hung on a dead server

@@ -93,7 +93,7 @@ func TestIdleExportIsUnmounted(t *testing.T) {
 
 func TestExportNotUnmountedWhileInUse(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.IdleTimeout = 20 * time.Millisecond })
-	err := e.ws.withExport(context.Background(), xp, time.Minute, "hold", func(r *os.Root) error {
+	err := e.ws.withRoot(context.Background(), xp, time.Minute, "hold", func(r *os.Root) error {
 		time.Sleep(200 * time.Millisecond) // ten idle periods
 		_, err := r.Stat(".")
 		return err
@@ -117,7 +117,7 @@ func TestStaleHandleRemountsOnce(t *testing.T) {
 	}
 	e.fake.AddExport(testSource, replacement)
 	calls := 0
-	err := e.ws.withExport(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
+	err := e.ws.withRoot(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
 		calls++
 		if calls == 1 {
 			return &fs.PathError{Op: "mkdir", Path: "x", Err: syscall.ESTALE}
@@ -136,7 +136,7 @@ func TestStaleHandleRemountsOnce(t *testing.T) {
 	}
 
 	// Stale again after the remount: give up with the stale error, no remount loop.
-	err = e.ws.withExport(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
+	err = e.ws.withRoot(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
 		return &fs.PathError{Op: "stat", Path: "x", Err: syscall.ESTALE}
 	})
 	if !mount.IsStale(err) {
@@ -149,7 +149,7 @@ func TestStaleHandleRemountsOnce(t *testing.T) {
 	// A failing remount is reported with the original error.
 	e.fake.FailNext(mounttest.OpMount, errors.New("server down"))
 	calls = 0
-	err = e.ws.withExport(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
+	err = e.ws.withRoot(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
 		calls++
 		return &fs.PathError{Op: "stat", Path: "x", Err: syscall.ENOTCONN}
 	})
@@ -157,7 +157,7 @@ func TestStaleHandleRemountsOnce(t *testing.T) {
 		t.Fatalf("withExport with a failing remount = %v after %d calls", err, calls)
 	}
 	// ... and the next call mounts afresh.
-	if err := e.ws.withExport(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
+	if err := e.ws.withRoot(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
 		_, err := r.Stat("marker")
 		return err
 	}); err != nil {
@@ -169,7 +169,7 @@ func TestStaleHandleRemountsOnce(t *testing.T) {
 func TestNonStaleErrorsDoNotRemount(t *testing.T) {
 	e := newEnv(t, nil)
 	for _, errno := range []syscall.Errno{syscall.EACCES, syscall.EIO, syscall.EAGAIN, syscall.ENOENT, syscall.ENOSPC} {
-		err := e.ws.withExport(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
+		err := e.ws.withRoot(context.Background(), xp, time.Second, "op", func(r *os.Root) error {
 			return &fs.PathError{Op: "mkdir", Path: "x", Err: errno}
 		})
 		if !errors.Is(err, errno) {
@@ -184,7 +184,7 @@ func TestNonStaleErrorsDoNotRemount(t *testing.T) {
 // Concurrent calls that hit the same stale mount remount it once between them.
 func TestConcurrentStaleCallsRemountOnce(t *testing.T) {
 	e := newEnv(t, nil)
-	if err := e.ws.withExport(context.Background(), xp, time.Second, "warm", func(*os.Root) error { return nil }); err != nil {
+	if err := e.ws.withRoot(context.Background(), xp, time.Second, "warm", func(*os.Root) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	const n = 4
@@ -197,7 +197,7 @@ func TestConcurrentStaleCallsRemountOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			first := true
-			errs <- e.ws.withExport(context.Background(), xp, 5*time.Second, "op", func(*os.Root) error {
+			errs <- e.ws.withRoot(context.Background(), xp, 5*time.Second, "op", func(*os.Root) error {
 				if first {
 					first = false
 					arrived.Done()

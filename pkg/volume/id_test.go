@@ -292,7 +292,7 @@ func TestParseIDAcceptsCanonicalForms(t *testing.T) {
 		"1#r##nfs#/e%20x#n%25#%23%C3%A4": {Server: "nfs", Share: "/e x", Name: "n%", SubDir: "#ä", OnDelete: OnDeleteRetain},
 		"1#d##10.0.0.5#/srv/nfs#pvc-1#..x/...": {Server: "10.0.0.5", Share: "/srv/nfs", Name: "pvc-1", SubDir: "..x/...",
 			OnDelete: OnDeleteDelete},
-		"1#d##10.0.0.5#/srv/nfs#pvc-1#a/.paddock": {Server: "10.0.0.5", Share: "/srv/nfs", Name: "pvc-1", SubDir: "a/.paddock",
+		"1#d##10.0.0.5#/srv/nfs#pvc-1#a/.paddock-x": {Server: "10.0.0.5", Share: "/srv/nfs", Name: "pvc-1", SubDir: "a/.paddock-x",
 			OnDelete: OnDeleteDelete},
 	}
 	for id, want := range tests {

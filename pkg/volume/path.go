@@ -62,9 +62,12 @@ func ValidateSubDir(dir string) error {
 			return fmt.Errorf("directory %q: %w", dir, err)
 		}
 	}
-	// EqualFold: on a case-insensitive export ".PADDOCK" is the metadata area too.
-	if strings.EqualFold(parts[0], MetaDir) {
-		return fmt.Errorf("directory %q is inside Paddock's metadata area %q", dir, MetaDir)
+	// EqualFold: on a case-insensitive export ".PADDOCK" is the metadata area too. Not only at the top:
+	// "inner/.paddock" is the metadata area of an export whose root is "inner" (exports may overlap).
+	for _, p := range parts {
+		if strings.EqualFold(p, MetaDir) {
+			return fmt.Errorf("directory %q is inside a Paddock metadata area %q", dir, MetaDir)
+		}
 	}
 	return nil
 }

@@ -146,8 +146,9 @@ func TestValidateSubDir(t *testing.T) {
 		{"triple dot", "...", true},
 		{"paddock lookalike", "paddock", true},
 		{"paddock suffix", ".paddock-x", true},
-		{"paddock deeper", "a/.paddock", true},
-		{"paddock deeper trash", "a/.paddock/trash", true},
+		// An inner export's metadata area (exports of one server may overlap): never a volume.
+		{"paddock deeper", "a/.paddock", false},
+		{"paddock deeper trash", "a/.paddock/trash", false},
 
 		{"empty", "", false},
 		{"dot", ".", false},
@@ -162,6 +163,9 @@ func TestValidateSubDir(t *testing.T) {
 		{"meta trash", ".paddock/trash", false},
 		{"meta trash entry", ".paddock/trash/x", false},
 		{"meta archive", ".paddock/archive/pvc-1", false},
+		{"meta of an inner export", "inner/.paddock", false},
+		{"inside the meta of an inner export", "inner/.PADDOCK/claims", false},
+		{"meta-like name below", "inner/.paddock-x", true},
 		{"meta upper case", ".PADDOCK", false},
 		{"meta mixed case", ".Paddock/trash/x", false},
 		{"trailing slash", "a/", false},

@@ -42,7 +42,7 @@ func TestTemplateExpand(t *testing.T) {
 		{"{}/${pvc.metadata.name}}", "{}/data-db-0}"},
 		{"${pvc.metadata.name}.d", "data-db-0.d"},
 		{"..${pvc.metadata.name}", "..data-db-0"},
-		{"a/.paddock/${pvc.metadata.name}", "a/.paddock/data-db-0"},
+		{"a/.paddock-x/${pvc.metadata.name}", "a/.paddock-x/data-db-0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.tmpl, func(t *testing.T) {
