@@ -49,7 +49,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.DurationVar(&f.reapInterval, "reap-interval", time.Hour, "controller: how often known exports are swept for trash and expired archives")
 	fs.IntVar(&f.reapWorkers, "reap-workers", 8, "controller: parallel removals per trash sweep")
 	fs.DurationVar(&f.grace, "shutdown-grace", 30*time.Second, "on SIGTERM, how long calls in flight may take to finish")
-	fs.IntVar(&f.maxStuckCalls, "max-stuck-calls", 16, "node: blocking calls (statfs, stat) one NFS server may have in flight; once all are stuck past --fs-timeout, further calls to it fail at once with Unavailable")
+	fs.IntVar(&f.maxStuckCalls, "max-stuck-calls", 16, "blocking filesystem calls one NFS server may have in flight (controller: every call on its exports and the reaper's; node: statfs, stat); once all are stuck past their deadline, further calls to it fail at once with Unavailable")
 	fs.Int64Var(&f.maxVolumesPerNode, "max-volumes-per-node", 0, "node: volumes ControllerPublishVolume may publish to this node, reported in NodeGetInfo (0: unlimited)")
 	fs.StringVar(&f.topology, "topology", "", "node: accessible topology reported in NodeGetInfo, key=value[,key=value] (e.g. topology.kubernetes.io/zone=a)")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -102,7 +102,8 @@ func run(f flags) error {
 	if opts.Mode != driver.ModeNode {
 		var err error
 		ws, err = share.New(share.Config{WorkDir: f.workDir, IdleTimeout: f.idleTimeout, FSTimeout: f.fsTimeout,
-			TrashGrace: f.trashGrace, ReapInterval: f.reapInterval, ReapWorkers: f.reapWorkers, Mounter: m})
+			TrashGrace: f.trashGrace, ReapInterval: f.reapInterval, ReapWorkers: f.reapWorkers, Mounter: m,
+			Limiter: mount.NewLimiter(f.maxStuckCalls)})
 		if err != nil {
 			return err
 		}

@@ -43,8 +43,6 @@ func toStatus(volID string, err error) error {
 		code = codes.NotFound
 	case errors.Is(err, mount.ErrBusy):
 		code = codes.Unavailable
-	case errors.Is(err, mount.ErrBusy):
-		code = codes.Unavailable
 	case errors.Is(err, share.ErrInProgress):
 		code = codes.Aborted
 	case errors.Is(err, mount.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
