@@ -39,6 +39,8 @@ func TestToStatus(t *testing.T) {
 		{"root squash", wrap(share.ErrRootSquashed), codes.FailedPrecondition},
 		{"not found", wrap(share.ErrNotFound), codes.NotFound},
 		{"server busy", wrap(fmt.Errorf("statfs /t: NFS server s has 16 calls stuck: %w", mount.ErrBusy)), codes.Unavailable},
+		{"volume in use", wrap(share.ErrInUse), codes.FailedPrecondition},
+		{"operation in progress (lock wait ran out)", wrap(fmt.Errorf("delete a: %w (waited until: %w)", share.ErrInProgress, context.DeadlineExceeded)), codes.Aborted},
 		{"mount timeout", wrap(mount.ErrTimeout), codes.DeadlineExceeded},
 		{"deadline", wrap(context.DeadlineExceeded), codes.DeadlineExceeded},
 		{"canceled", wrap(context.Canceled), codes.Canceled},
