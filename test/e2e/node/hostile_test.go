@@ -91,8 +91,9 @@ func TestHostileInput(t *testing.T) {
 	// What a forged ID must get. refuse: InvalidArgument, FailedPrecondition or NotFound. denied: the
 	// NFS server itself refuses to mount the share (not exported): paddock passes mount.nfs's "access
 	// denied by server" on as Internal, which the CO retries. trusted: the node mounts what the ID
-	// names; it has no way to check the controller's claims (see the report). absentOK: the ID names
-	// no directory, so DeleteVolume may succeed (CSI: already deleted).
+	// names; it has no way to check the controller's claims (see the report). succeed: the ID names
+	// no volume that exists (no directory, or a directory that is not that volume's), so DeleteVolume
+	// succeeds and touches nothing (CSI: already deleted; check proves nothing moved).
 	const (
 		refuse  = "refuse"
 		denied  = "denied"
@@ -117,10 +118,10 @@ func TestHostileInput(t *testing.T) {
 		{"raw: export root as empty name", "1#d##127.0.0.1#/srv/nfs/a##", refuse, refuse},
 		{"raw: non-canonical share", "1#d##127.0.0.1#/srv/nfs/a/..#x#a", refuse, refuse},
 		{"not a Paddock ID (unknown version)", "2#d##127.0.0.1#/srv/nfs/a#x#" + csub, succeed, refuse},
-		{"another volume's directory under a different name", id(exportA, "evil", csub, volume.OnDeleteDelete, ""), refuse, trusted},
-		{"another volume's directory under a different name, archive", id(exportA, "evil", csub, volume.OnDeleteArchive, ""), refuse, trusted},
-		{"another volume's directory under a different name, v3", id(exportA, "evil", csub, volume.OnDeleteDelete, "3"), refuse, trusted},
-		{"a directory Paddock did not create", id(exportA, foreign, foreign, volume.OnDeleteDelete, ""), refuse, trusted},
+		{"another volume's directory under a different name", id(exportA, "evil", csub, volume.OnDeleteDelete, ""), succeed, trusted},
+		{"another volume's directory under a different name, archive", id(exportA, "evil", csub, volume.OnDeleteArchive, ""), succeed, trusted},
+		{"another volume's directory under a different name, v3", id(exportA, "evil", csub, volume.OnDeleteDelete, "3"), succeed, trusted},
+		{"a directory Paddock did not create", id(exportA, foreign, foreign, volume.OnDeleteDelete, ""), succeed, trusted},
 		{"share outside every export (/etc)", id("/etc", "ssh", "ssh", volume.OnDeleteDelete, ""), denied, denied},
 		{"share outside every export, next to them", id(outside, "x", "x", volume.OnDeleteDelete, ""), denied, denied},
 		{"share inside the export: another volume's directory as the share", id(filepath.Join(exportA, csub), "x", "nested", volume.OnDeleteDelete, ""), skip, trusted},
@@ -234,15 +235,16 @@ func TestForgedDeleteCreatesNothing(t *testing.T) {
 		id       string
 		absentOK bool
 	}{
-		{"export root through a split share (NFSv4 pseudo-root)", id(exportsRoot, "a", "a", volume.OnDeleteDelete), false},
-		{"export root through a split share, archive", id(exportsRoot, "a", "a", volume.OnDeleteArchive), false},
-		{"another volume's directory as the share", id(filepath.Join(exportA, csub), "x", "nested", volume.OnDeleteDelete), false},
+		// Directories that are not the named volume's: no such volume exists, so OK, and nothing moves.
+		{"export root through a split share (NFSv4 pseudo-root)", id(exportsRoot, "a", "a", volume.OnDeleteDelete), true},
+		{"export root through a split share, archive", id(exportsRoot, "a", "a", volume.OnDeleteArchive), true},
+		{"another volume's directory as the share", id(filepath.Join(exportA, csub), "x", "nested", volume.OnDeleteDelete), true},
 		{"another volume's directory as the share, absent subDir", id(filepath.Join(exportA, csub), "x", "absent", volume.OnDeleteDelete), true},
 		{"the canary's name and directory on an export Paddock never used", id(exportB, canaryName, csub, volume.OnDeleteDelete), true},
 	} {
 		_, err := p.Controller.DeleteVolume(ctxT(t, time.Minute), &csi.DeleteVolumeRequest{VolumeId: tc.id})
 		if err == nil && tc.absentOK {
-			t.Logf("DeleteVolume %s (%s): OK (names no directory)", tc.name, tc.id)
+			t.Logf("DeleteVolume %s (%s): OK (names no volume that exists)", tc.name, tc.id)
 		} else {
 			wantCode(t, "DeleteVolume "+tc.name+" ("+tc.id+")", err, refused...)
 		}
