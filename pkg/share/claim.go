@@ -473,6 +473,40 @@ func (m *metaFDs) someBelow(subDir string) string {
 	return "unknown"
 }
 
+// markPath takes the cross-controller mark of an operation that moves or empties subDir's directory
+// (Delete, Scrub): claims/<h(p)>.op, made with SYMLINK, so of two controllers only one holds it.
+// Without it, a controller could read volume A's claim, another could delete A and create volume B at
+// the same path, and the first would then move B's directory. With it, while the mark is held the
+// claim can only be removed by its holder, so a claim read after taking the mark stays true. A mark
+// older than stale is a crashed holder's and is taken over. It returns ErrInProgress when another
+// call holds it.
+func (m *metaFDs) markPath(subDir, holder string, now time.Time, stale time.Duration) (func(), error) {
+	name := claimName(subDir) + ".op"
+	for attempt := 0; attempt < 2; attempt++ {
+		err := unix.Symlinkat(holder, m.claimsFD(), name)
+		if err == nil {
+			return func() { _ = unix.Unlinkat(m.claimsFD(), name, 0) }, nil
+		}
+		if !errors.Is(err, unix.EEXIST) {
+			return nil, &fs.PathError{Op: "symlink", Path: claimsDir + "/" + name, Err: err}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(m.claimsFD(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			continue // released meanwhile
+		}
+		if age := now.Sub(time.Unix(st.Ctim.Unix())); age < stale {
+			return nil, fmt.Errorf("%w: another controller is deleting or scrubbing %q (since %v ago)", ErrInProgress, subDir, age.Round(time.Second))
+		}
+		_ = unix.Unlinkat(m.claimsFD(), name, 0) // a crashed holder's
+	}
+	return nil, fmt.Errorf("%w: %q: its operation mark keeps changing", ErrInProgress, subDir)
+}
+
+// sameClaim tells whether b is still the claim a was (same volume, same incarnation).
+func sameClaim(a, b claim) bool {
+	return a.Name == b.Name && a.Token == b.Token && a.Export == b.Export
+}
+
 // The name index: one entry per volume name, so a repeated Create of the same name with another
 // subDir is recognised (ALREADY_EXISTS) instead of making a second directory.
 
@@ -510,6 +544,12 @@ func (m *metaFDs) replaceVolumeName(name, subDir string) error {
 		return &fs.PathError{Op: "rename", Path: namesDir + "/" + tmp, Err: err}
 	}
 	return nil
+}
+
+// forgetVolumeName removes name's entry (Delete, once the volume's claim is gone: the entry can only
+// name this volume, as a Create of the name elsewhere is refused while the entry exists).
+func (m *metaFDs) forgetVolumeName(name string) {
+	_ = unix.Unlinkat(m.namesFD(), nameEntry(name), 0)
 }
 
 // releaseVolumeName removes name's entry if it names subDir.

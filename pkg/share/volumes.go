@@ -526,6 +526,17 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 				return err
 			}
 		}
+		unmark, err := m.markPath(v.SubDir, "delete "+v.Name, c.w.cfg.Now(), c.w.markStale())
+		if err != nil {
+			return err
+		}
+		defer unmark()
+		if now, err := m.readClaim(v.SubDir); err != nil || !sameClaim(cl, now) {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errBelow) || err == nil {
+				return nil // deleted by another controller meanwhile (and perhaps claimed again)
+			}
+			return err
+		}
 		if pubs, err := readPublications(r, v); err != nil {
 			return err
 		} else if len(pubs) > 0 {
@@ -580,7 +591,7 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 		if err := m.removeClaim(v.SubDir); err != nil {
 			return err
 		}
-		m.releaseVolumeName(v.Name, v.SubDir)
+		m.forgetVolumeName(v.Name)
 		return nil
 	})
 }
@@ -652,7 +663,8 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 			}
 			cl = claim{Name: v.Name, SubDir: v.SubDir, State: stateReady, Adopted: true, Token: newToken()}
 			cl.setID(v)
-			fresh, existing, err := m.reserve(cl)
+			cr := &creation{c: c, m: m, v: v}
+			fresh, existing, err := cr.reserve(cl)
 			if err != nil {
 				return fmt.Errorf("%w; refusing to scrub it", err)
 			}
@@ -668,6 +680,17 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 		}
 		if cl.isMarker() || cl.Name != v.Name {
 			return fmt.Errorf("%w: %q is %s, not volume %s; refusing to scrub it", ErrConflict, v.SubDir, cl.owner(), v.Name)
+		}
+		unmark, err := m.markPath(v.SubDir, "scrub "+v.Name, c.w.cfg.Now(), c.w.markStale())
+		if err != nil {
+			return err
+		}
+		defer unmark()
+		if now, err := m.readClaim(v.SubDir); err != nil || !sameClaim(cl, now) {
+			if err == nil || errors.Is(err, fs.ErrNotExist) || errors.Is(err, errBelow) {
+				return fmt.Errorf("%w: %q changed owner while being scrubbed (deleted by another controller?); refusing", ErrConflict, v.SubDir)
+			}
+			return err
 		}
 		// The bin is in the trash, so a reaper sweep may remove it while it is being filled; the renames
 		// after that fail with ENOENT like those of entries that vanished. So the volume is listed again
@@ -693,6 +716,15 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 			}
 		}
 	})
+}
+
+// markStale is the age after which a Delete's or Scrub's cross-controller mark is taken to be a
+// crashed holder's: far beyond any deadline a live holder runs under.
+func (w *Workspace) markStale() time.Duration {
+	if d := 20 * w.cfg.FSTimeout; d > 10*time.Minute {
+		return d
+	}
+	return 10 * time.Minute
 }
 
 // Stat reports whether the volume directory exists, is a real directory and is v's.
