@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -102,9 +103,15 @@ func start(t *testing.T, ho harnessOpts) *harness {
 	h.cancel = cancel
 	go func() { h.served <- d.Serve(ctx, ho.grace) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for !exists(h.sock) {
+	// The socket file appears at bind(2), a moment before listen(2): wait until a dial is accepted, or
+	// the first call can be refused ("connection refused").
+	for {
+		if c, err := net.Dial("unix", h.sock); err == nil {
+			c.Close()
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("socket never appeared")
+			t.Fatal("socket never accepted a connection")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
