@@ -395,3 +395,26 @@ func TestLegacyNestedClaimsAreSeen(t *testing.T) {
 		t.Fatalf("a refused call left a claim: %v", err)
 	}
 }
+
+// A snapshot of a forged source volume on an export Paddock never used creates nothing there.
+func TestForgedSnapshotSourceCreatesNothing(t *testing.T) {
+	e := newEnv(t, nil)
+	foreign := filepath.Join(filepath.Dir(e.export), "foreign")
+	if err := os.MkdirAll(filepath.Join(foreign, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.fake.AddExport(testServer+":/foreign", foreign)
+	forged := volume.Volume{Server: testServer, Share: "/foreign", SubDir: "data", Name: "pvc-x", OnDelete: volume.OnDeleteDelete}
+	if _, err := e.ws.CreateSnapshot(context.Background(), forged, "snap"); !errors.Is(err, ErrSourceNotFound) {
+		t.Fatalf("snapshot of a forged source = %v, want ErrSourceNotFound", err)
+	}
+	if exists(filepath.Join(foreign, volume.MetaDir)) {
+		t.Fatal("a metadata area was made on the foreign export")
+	}
+	if err := e.ws.DeleteSnapshot(context.Background(), volume.SnapshotOf(forged, "snap")); err != nil {
+		t.Fatalf("DeleteSnapshot of a forged snapshot = %v", err)
+	}
+	if exists(filepath.Join(foreign, volume.MetaDir)) {
+		t.Fatal("DeleteSnapshot made a metadata area on the foreign export")
+	}
+}

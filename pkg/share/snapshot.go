@@ -91,6 +91,11 @@ func (w *Workspace) CreateSnapshot(ctx context.Context, src volume.Volume, name 
 	var info SnapshotInfo
 	err := w.run(ctx, op{keys: []string{volumeKey(src), snapshotKey(s)}, x: exportOf(src), timeout: w.copyTimeout(), what: "snapshot " + src.SubDir}, func(c *call) error {
 		r, ctx := c.r, c.ctx
+		// A source that has a claim has a metadata area: without one the source is unknown (a forged
+		// ID), and nothing may be created.
+		if _, err := r.Lstat(claimsDir); errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: volume %s: no Paddock volume exists on its export", ErrSourceNotFound, srcID)
+		}
 		if _, err := c.meta(); err != nil {
 			return err
 		}
