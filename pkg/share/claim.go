@@ -120,6 +120,11 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
+// isTemp tells a temporary entry of the claims area (a claim being replaced), which nothing reads.
+func isTemp(name string) bool {
+	return strings.HasSuffix(name, ".tmp") || strings.Contains(name, ".tmp.")
+}
+
 func claimName(subDir string) string {
 	sum := sha256.Sum256([]byte(subDir))
 	return hex.EncodeToString(sum[:])
@@ -237,20 +242,34 @@ func readClaimBytes(dfd int, file string) ([]byte, error) {
 	if !errors.Is(err, unix.EINVAL) {
 		return nil, &fs.PathError{Op: "readlink", Path: claimsDir + "/" + file, Err: err}
 	}
-	// A regular file (a claim written by an earlier release), or a pin directory.
+	// A regular file (a claim written by an earlier release), or a pin directory, which another
+	// controller may be removing right now: a pin directory gone between the readlink and the open or
+	// the stat is no claim (ENOENT), never an error to remount for, and never read as a claim.
+	gone := func(op string, err error) error {
+		if errors.Is(err, unix.ESTALE) {
+			err = unix.ENOENT
+		}
+		return &fs.PathError{Op: op, Path: claimsDir + "/" + file, Err: err}
+	}
 	fd, err := unix.Openat(dfd, file, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: claimsDir + "/" + file, Err: err}
+		return nil, gone("open", err)
 	}
 	f := os.NewFile(uintptr(fd), file)
 	defer f.Close()
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, gone("stat", err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return nil, errBelow
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if errors.Is(err, unix.EISDIR) {
+		return nil, errBelow
+	}
 	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: claimsDir + "/" + file, Err: err}
+		return nil, gone("read", err)
 	}
 	return b, nil
 }
@@ -300,14 +319,10 @@ func (m *metaFDs) writeClaim(c claim) error { return writeClaimAt(m.claimsFD(), 
 
 func writeClaimAt(dfd int, c claim) error {
 	name := claimName(c.SubDir)
-	tmp := name + ".tmp"
+	// A temporary name of this call's own: two controllers completing the same claim must not remove
+	// or rename each other's. A crash leaves one behind, which nothing reads (".tmp." in the name).
+	tmp := name + ".tmp." + newToken()
 	err := unix.Symlinkat(string(c.encode()), dfd, tmp)
-	if errors.Is(err, unix.EEXIST) { // left by a crash
-		if err := unix.Unlinkat(dfd, tmp, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			return &fs.PathError{Op: "remove", Path: claimsDir + "/" + tmp, Err: err}
-		}
-		err = unix.Symlinkat(string(c.encode()), dfd, tmp)
-	}
 	if errors.Is(err, unix.ENAMETOOLONG) {
 		_ = unix.Unlinkat(dfd, tmp, 0)
 		if err := createClaimFile(dfd, tmp, c); err != nil {
@@ -535,7 +550,7 @@ func (m *metaFDs) claimVolumeName(name, subDir string) (other string, fresh bool
 // replaceVolumeName points name's entry at subDir (a stale entry, left by a create that stopped
 // before its claim).
 func (m *metaFDs) replaceVolumeName(name, subDir string) error {
-	tmp := nameEntry(name) + ".tmp"
+	tmp := nameEntry(name) + ".tmp." + newToken()
 	_ = unix.Unlinkat(m.namesFD(), tmp, 0)
 	if err := unix.Symlinkat("subdir="+subDir, m.namesFD(), tmp); err != nil {
 		return &fs.PathError{Op: "symlink", Path: namesDir + "/" + tmp, Err: err}
@@ -642,7 +657,7 @@ func checkNoLegacyBelow(m *metaFDs, subDir string) error {
 		return err
 	}
 	for _, n := range names {
-		if strings.HasSuffix(n, ".tmp") {
+		if isTemp(n) {
 			continue
 		}
 		b, err := readClaimBytes(fd, n)

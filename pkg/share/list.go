@@ -78,7 +78,7 @@ func (w *Workspace) listVolumes(ctx context.Context, health bool) ([]ListedVolum
 			}
 			for _, e := range entries {
 				// Claims are symlinks (regular files from earlier releases).
-				if strings.HasSuffix(e.Name(), ".tmp") || !e.Type().IsRegular() && e.Type()&fs.ModeSymlink == 0 {
+				if isTemp(e.Name()) || !e.Type().IsRegular() && e.Type()&fs.ModeSymlink == 0 {
 					continue
 				}
 				lv, ok := listedVolume(r, int(d.Fd()), x, e.Name())

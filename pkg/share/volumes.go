@@ -194,7 +194,13 @@ func (cr *creation) fresh() error {
 		return err
 	}
 	if !isFresh {
-		return cr.resume(existing, nil)
+		// Another call (perhaps another controller) claimed it first and may have made the directory
+		// since our Lstat: look again, or resume would think a ready volume's directory vanished.
+		fi, err := r.Lstat(v.SubDir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return cr.resume(existing, fi)
 	}
 	return cr.build(cl, true)
 }
@@ -410,7 +416,27 @@ func (cr *creation) adopt(fi fs.FileInfo) error {
 	if !fresh {
 		return cr.resume(existing, fi)
 	}
-	return nil
+	// The directory was looked at before the claim and pins were taken: until then a Delete of a
+	// volume around it (on another controller) could move it away. Now nothing can; check that it is
+	// still the directory that was seen, or take the claim back.
+	return cr.stillThere(cl, fi)
+}
+
+// stillThere checks, after the claim and pins of an existing directory were taken, that the
+// directory is still the one seen before; if not, what was reserved is taken back.
+func (cr *creation) stillThere(cl claim, seen fs.FileInfo) error {
+	now, err := cr.c.r.Lstat(cr.v.SubDir)
+	if err == nil && os.SameFile(seen, now) {
+		return nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !isTransient(err) {
+		return err
+	}
+	if isTransient(err) {
+		return err // the claim stays; a retry checks again
+	}
+	cr.unreserve(cl)
+	return fmt.Errorf("%w: %q was moved or replaced while it was being claimed (a volume around it was deleted?); retry", ErrConflict, cr.v.SubDir)
 }
 
 // isTransient tells errors after which the same call may succeed (a deadline, a dead server) from
@@ -670,6 +696,8 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 			}
 			if !fresh {
 				cl = existing
+			} else if err := cr.stillThere(cl, fi); err != nil {
+				return err
 			}
 		case err != nil:
 			return err
