@@ -16,6 +16,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
+// The CreateVolume parameters csi-provisioner adds with --extra-create-metadata.
+const (
+	ParamPVCName      = "csi.storage.k8s.io/pvc/name"
+	ParamPVCNamespace = "csi.storage.k8s.io/pvc/namespace"
+	ParamPVName       = "csi.storage.k8s.io/pv/name"
+)
+
 // CSI scenarios.
 const (
 	ScenarioCreateDelete = "create-delete"
@@ -59,6 +66,12 @@ type CSIOptions struct {
 	RSSPID        int           // if > 0, sample this process's RSS during the run
 	RSSInterval   time.Duration
 	Log           io.Writer // warnings; nil discards
+
+	// PVCNamespace, when set, adds the per-volume parameters csi-provisioner's
+	// --extra-create-metadata adds to every CreateVolume: pvc/name and pv/name
+	// (both the volume's name, PREFIX-i) and pvc/namespace (this value), so a
+	// driver's directory templates can use them.
+	PVCNamespace string
 }
 
 func (o *CSIOptions) config() Config {
@@ -77,6 +90,7 @@ func (o *CSIOptions) config() Config {
 		VolumeID:      o.VolumeID,
 		VolumeContext: o.VolumeContext,
 		IDsFile:       o.IDsFile,
+		PVCNamespace:  o.PVCNamespace,
 		TimeoutS:      o.Timeout.Seconds(),
 	}
 }
@@ -113,6 +127,13 @@ func (o *CSIOptions) validate() error {
 	}
 	if o.AccessMode == csi.VolumeCapability_AccessMode_UNKNOWN {
 		return fmt.Errorf("access mode UNKNOWN is not a valid request")
+	}
+	if o.PVCNamespace != "" {
+		for _, k := range []string{ParamPVCName, ParamPVCNamespace, ParamPVName} {
+			if _, ok := o.Params[k]; ok {
+				return fmt.Errorf("-pvc-namespace sets %s per volume; do not also give it in -params", k)
+			}
+		}
 	}
 	return nil
 }
@@ -310,7 +331,7 @@ func (r *csiRun) createPhase(ctx context.Context, names []string) []CreatedVolum
 	st := RunOps(ctx, OpCreateVolume, len(names), r.o.Workers, func(ctx context.Context, i int) error {
 		req := &csi.CreateVolumeRequest{
 			Name:               names[i],
-			Parameters:         r.o.Params,
+			Parameters:         r.params(names[i]),
 			VolumeCapabilities: []*csi.VolumeCapability{r.cap},
 		}
 		if r.o.CapacityBytes > 0 {
@@ -340,6 +361,20 @@ func (r *csiRun) createPhase(ctx context.Context, names []string) []CreatedVolum
 		}
 	}
 	return out
+}
+
+// params is the parameter map of the CreateVolume of the volume called name:
+// -params, plus the claim metadata with -pvc-namespace.
+func (r *csiRun) params(name string) map[string]string {
+	if r.o.PVCNamespace == "" {
+		return r.o.Params
+	}
+	m := make(map[string]string, len(r.o.Params)+3)
+	for k, v := range r.o.Params {
+		m[k] = v
+	}
+	m[ParamPVCName], m[ParamPVName], m[ParamPVCNamespace] = name, name, r.o.PVCNamespace
+	return m
 }
 
 func (r *csiRun) deletePhase(ctx context.Context, ids []string) {

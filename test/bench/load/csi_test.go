@@ -313,6 +313,39 @@ func TestCreateDelete(t *testing.T) {
 	}
 }
 
+// TestPVCNamespace: with -pvc-namespace every CreateVolume carries the claim
+// metadata csi-provisioner's --extra-create-metadata adds, for its own name,
+// on top of -params (which stay unchanged for the next volume).
+func TestPVCNamespace(t *testing.T) {
+	f := newFake()
+	ep := serveFake(t, f)
+	params := map[string]string{"server": "s", "subDir": "${pvc.metadata.namespace}/${pvc.metadata.name}"}
+	rep, err := RunCSI(context.Background(), CSIOptions{Endpoint: ep, Scenario: ScenarioCreateDelete, N: 4, Workers: 2,
+		Prefix: "claim", Params: params, PVCNamespace: "team-a",
+		AccessMode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Errors() != 0 || rep.Config.PVCNamespace != "team-a" {
+		t.Fatalf("report %+v", rep)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.creates) != 4 {
+		t.Fatalf("%d creates", len(f.creates))
+	}
+	for _, c := range f.creates {
+		want := map[string]string{"server": "s", "subDir": params["subDir"],
+			ParamPVCName: c.GetName(), ParamPVName: c.GetName(), ParamPVCNamespace: "team-a"}
+		if !reflect.DeepEqual(c.GetParameters(), want) {
+			t.Errorf("CreateVolume %s parameters %v, want %v", c.GetName(), c.GetParameters(), want)
+		}
+	}
+	if len(params) != 2 {
+		t.Errorf("-params map changed: %v", params)
+	}
+}
+
 func TestCreateThenDeleteViaIDsFile(t *testing.T) {
 	f := newFake()
 	ep := serveFake(t, f)
@@ -471,6 +504,9 @@ func TestRunCSIErrors(t *testing.T) {
 		{"publish without target dir", func(o *CSIOptions) { o.Scenario = ScenarioPublish }, "-target-dir"},
 		{"slash in prefix", func(o *CSIOptions) { o.Prefix = "a/b" }, "prefix"},
 		{"unknown access mode", func(o *CSIOptions) { o.AccessMode = 0 }, "UNKNOWN"},
+		{"pvc metadata twice", func(o *CSIOptions) {
+			o.PVCNamespace, o.Params = "ns", map[string]string{ParamPVCName: "x"}
+		}, ParamPVCName},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := ok

@@ -180,7 +180,7 @@ func TestParseCSIFlags(t *testing.T) {
 		"-access-mode", "MULTI_NODE_MULTI_WRITER", "-fs-type", "nfs",
 		"-mount-flags", "nfsvers=4.1,hard", "-capacity", "1Gi", "-n", "7", "-workers", "3",
 		"-prefix", "run1", "-target-dir", "/tmp/t", "-volume-id", "vid",
-		"-volume-context", "a=1", "-json", "out.json", "-timeout", "5s", "-readonly",
+		"-volume-context", "a=1", "-json", "out.json", "-timeout", "5s", "-readonly", "-pvc-namespace", "ns1",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +193,7 @@ func TestParseCSIFlags(t *testing.T) {
 		MountFlags:    []string{"nfsvers=4.1", "hard"},
 		CapacityBytes: 1 << 30, N: 7, Workers: 3, Prefix: "run1", TargetDir: "/tmp/t",
 		VolumeID: "vid", VolumeContext: map[string]string{"a": "1"}, Timeout: 5 * time.Second,
-		Readonly: true, RSSInterval: 100 * time.Millisecond,
+		Readonly: true, RSSInterval: 100 * time.Millisecond, PVCNamespace: "ns1",
 	}
 	if !reflect.DeepEqual(o, want) || jsonPath != "out.json" {
 		t.Errorf("parseCSIFlags:\n got %+v %q\nwant %+v", o, jsonPath, want)

@@ -110,6 +110,7 @@ type Config struct {
 	VolumeID      string            `json:"volume_id,omitempty"`
 	VolumeContext map[string]string `json:"volume_context,omitempty"`
 	IDsFile       string            `json:"ids_file,omitempty"`
+	PVCNamespace  string            `json:"pvc_namespace,omitempty"`
 	TimeoutS      float64           `json:"timeout_s,omitempty"`
 	Dir           string            `json:"dir,omitempty"`
 	Source        string            `json:"source,omitempty"`

@@ -280,6 +280,16 @@ func (b *bench) runAll(ctx context.Context) error {
 			return err
 		}
 	}
+	if b.c.section("scale") {
+		if err := b.scale(ctx, ep, sz); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			// The volumes it made are on its own export: the rest can go on.
+			b.add(row{fig: "CreateVolume/DeleteVolume at 10 and 10000 volumes on the export", value: "not measured: " + oneLine(err.Error()), group: "scale"})
+			logf("scale section failed: %v", err)
+		}
+	}
 	// The PVC figure runs its own controller; stop these so the guest CPU
 	// is the provisioner's alone.
 	b.stopPaddock(ctx, "ctrl")

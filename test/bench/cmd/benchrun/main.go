@@ -31,10 +31,15 @@ import (
 // sizes are the N of every phase; -quick shrinks them for development.
 type sizes struct {
 	Seq, Par, Workers, MountMkdir, Publish, TreeFiles, PVCs int
+	// The scale section: volumes on its export for the low and the high
+	// measurement, sequential calls per repetition, repetitions per size.
+	ScaleLow, ScaleHigh, ScaleOps, ScaleReps int
 }
 
-var full = sizes{Seq: 200, Par: 1000, Workers: 16, MountMkdir: 50, Publish: 100, TreeFiles: 50000, PVCs: 1000}
-var quick = sizes{Seq: 40, Par: 200, Workers: 16, MountMkdir: 10, Publish: 20, TreeFiles: 5000, PVCs: 100}
+var full = sizes{Seq: 200, Par: 1000, Workers: 16, MountMkdir: 50, Publish: 100, TreeFiles: 50000, PVCs: 1000,
+	ScaleLow: 10, ScaleHigh: 10000, ScaleOps: 50, ScaleReps: 3}
+var quick = sizes{Seq: 40, Par: 200, Workers: 16, MountMkdir: 10, Publish: 20, TreeFiles: 5000, PVCs: 100,
+	ScaleLow: 10, ScaleHigh: 1000, ScaleOps: 20, ScaleReps: 3}
 
 type config struct {
 	guestDir, out, jsonDir string
@@ -52,7 +57,7 @@ func main() {
 	flag.IntVar(&c.mem, "mem", 2048, "guest memory in MB (the 50 000-file trees live on the guest's tmpfs export)")
 	flag.BoolVar(&c.quick, "quick", false, "small N everywhere (development; the report says so)")
 	flag.BoolVar(&c.noCluster, "no-cluster", false, "skip the PVC figure (no control plane)")
-	flag.StringVar(&c.only, "only", "", "comma-separated subset of sections: crud,publish,reap,pvc (development)")
+	flag.StringVar(&c.only, "only", "", "comma-separated subset of sections: crud,publish,reap,scale,pvc (development)")
 	flag.DurationVar(&c.timeout, "timeout", 45*time.Minute, "overall time limit")
 	flag.Parse()
 	if c.jsonDir == "" && c.out != "" {
