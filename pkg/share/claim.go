@@ -616,19 +616,26 @@ func ownedDir(r *os.Root, v volume.Volume, ready bool) error {
 // checkParents refuses a directory whose existing parents are not real directories: a symlink among
 // them could steer the volume onto another volume's data.
 func checkParents(r *os.Root, subDir string) error {
+	_, err := parentsExist(r, subDir)
+	return err
+}
+
+// parentsExist is checkParents that also reports whether every parent exists already (then the
+// volume's directory is one mkdir, with no MkdirAll of its parents).
+func parentsExist(r *os.Root, subDir string) (bool, error) {
 	for _, p := range prefixes(subDir) {
 		fi, err := r.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil // the rest will be created
+			return false, nil // the rest will be created
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !fi.IsDir() {
-			return fmt.Errorf("parent %q of %q: %w (symlinks are not followed)", p, subDir, ErrNotDir)
+			return false, fmt.Errorf("parent %q of %q: %w (symlinks are not followed)", p, subDir, ErrNotDir)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // checkNotExportRoot refuses a directory that is the root of another Paddock export (it holds a

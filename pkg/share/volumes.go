@@ -141,6 +141,9 @@ type creation struct {
 	o        CreateOptions
 	simple   bool
 	capacity int64
+	// parentsExist: fresh saw every parent as a real directory, so build skips MkdirAll (if one was
+	// removed meanwhile the mkdir fails ENOENT and a retry makes it).
+	parentsExist bool
 }
 
 func (cr *creation) run() error {
@@ -176,9 +179,11 @@ func (cr *creation) run() error {
 // fresh creates a volume whose directory does not exist yet.
 func (cr *creation) fresh() error {
 	r, v, o := cr.c.r, cr.v, cr.o
-	if err := checkParents(r, v.SubDir); err != nil {
+	exist, err := parentsExist(r, v.SubDir)
+	if err != nil {
 		return err
 	}
+	cr.parentsExist = exist
 	if o.Source != nil {
 		// Before anything is written: an unknown source must leave no trace.
 		if err := o.Source.resolve(r); err != nil {
@@ -293,7 +298,7 @@ func (cr *creation) resume(cl claim, fi fs.FileInfo) error {
 // claim; only then may a definitive failure before the mkdir take the claim back.
 func (cr *creation) build(cl claim, fresh bool) error {
 	r, m, v, o := cr.c.r, cr.m, cr.v, cr.o
-	if parent := path.Dir(v.SubDir); parent != "." {
+	if parent := path.Dir(v.SubDir); parent != "." && !cr.parentsExist {
 		if err := r.MkdirAll(parent, 0o755); err != nil {
 			if fresh && !isTransient(err) {
 				cr.unreserve(cl)
