@@ -13,7 +13,7 @@ CSI_TEST_VERSION := v5.6.0
 CSI_SANITY := $(CACHE)/tools/csi-test-$(CSI_TEST_VERSION)/csi-sanity
 VMRUN := $(GO) run ./test/vm/cmd/vmrun
 
-.PHONY: all build lint test-unit test-sanity test-e2e-node test-e2e-cluster test test-summary-reset bench demo guest-binaries clean fuzz
+.PHONY: all build lint test-unit test-sanity test-e2e-node test-e2e-cluster test test-summary-reset bench demo guest-binaries clean fuzz stress
 
 all: build
 
@@ -37,6 +37,13 @@ fuzz:
 	    $(GO) test -run=NONE -fuzz="^$$f\$$" -fuzztime=$(or $(FUZZTIME),20s) $$pkg; \
 	  done; \
 	done
+
+# The randomized, model-checked concurrency test of the export workspace (pkg/share/model_test.go) for
+# much longer than in test-unit: STRESS_OPS logical operations (default 200000, some ten minutes under
+# -race on two cores), from STRESS_SEED (default: the clock; every failure prints its round's seed).
+stress:
+	$(GO) test -race -count=1 -timeout 3h -run '^TestModelConcurrentVolumes$$' ./pkg/share \
+	  -model.ops=$(or $(STRESS_OPS),200000) $(if $(STRESS_SEED),-model.seed=$(STRESS_SEED))
 
 $(CSI_SANITY):
 	mkdir -p $(dir $@)
