@@ -151,6 +151,7 @@ type mop struct {
 	sn      *msnap   // snapshot operations
 	sp      mspec    // the spec of the call (static delete: its onDelete)
 	mutated bool     // sp differs from the live volume's
+	srcHeld bool     // sp's content source is reserved for this operation: nothing else changes it meanwhile
 	ws      []int    // concurrent identical calls on these workspaces
 	tiny    time.Duration
 	cancel  bool   // cancel after tiny instead of a deadline
@@ -198,6 +199,7 @@ type mround struct {
 	log        []logEntry
 	pending    []violation     // found while applying results
 	mayVanish  map[string]bool // volumes a call of the running batch may delete: not "live" for the checks of other calls
+	mayRemove  []*mop          // the batch's Deletes and Scrubs: they may move a directory while other calls use it
 
 	tCalls, tChecks time.Duration
 	seen            map[string]bool
@@ -304,10 +306,14 @@ func (r *mround) run(nops, batch int) {
 		r.adminPhase()
 		ops := r.plan(min(batch, nops-done))
 		r.mu.Lock()
-		r.mayVanish = map[string]bool{}
+		r.mayVanish, r.mayRemove = map[string]bool{}, nil
 		for _, o := range ops {
 			if o.x != nil && (o.kind == kDelete || o.resume == kDelete) {
 				r.mayVanish[o.x.name] = true
+			}
+			switch o.kind {
+			case kDelete, kScrub, kSScrub, kSDelete:
+				r.mayRemove = append(r.mayRemove, o)
 			}
 		}
 		r.mu.Unlock()
@@ -392,7 +398,7 @@ func (r *mround) planVol(x *mvol, res map[string]bool) *mop {
 		switch {
 		case roll < 0.8 || !x.hasSpec:
 			o.kind = kCreate
-			o.sp = r.freshSpec(x, res)
+			o.sp, o.srcHeld = r.freshSpec(x, res), true
 			if x.hasSpec && r.chance(0.25) && r.reserveSource(x.spec, res) {
 				o.sp = x.spec // the same volume again, after it was deleted
 			}
@@ -434,7 +440,6 @@ func (r *mround) planVol(x *mvol, res map[string]bool) *mop {
 		switch {
 		case roll < 0.5:
 			o.kind = kCreate
-			r.reserveSource(o.sp, res)
 		case roll < 0.85:
 			o.kind = kDelete
 		default:
@@ -465,12 +470,15 @@ func (r *mround) planVol(x *mvol, res map[string]bool) *mop {
 	} else {
 		o.ws = []int{r.rng.Intn(2)}
 		v := r.rng.Float64()
+		copies := o.kind == kCreate && (o.sp.srcSnap != "" || o.sp.srcVol != nil)
 		switch o.kind {
 		case kCreate, kDelete, kScrub:
 			switch {
 			case v < 0.12:
 				r.makeTiny(o)
-			case v < 0.30:
+			case v < 0.30 || copies && v < 0.55:
+				// On both workspaces at once (two controllers); often for copies, whose long
+				// window makes the race most likely.
 				o.ws = []int{0, 1}
 			case v < 0.45:
 				o.retry = r.rng.Intn(2)
@@ -499,6 +507,9 @@ func (r *mround) planVol(x *mvol, res map[string]bool) *mop {
 			}
 			o.nested = r.chance(0.1)
 		}
+	}
+	if !o.srcHeld && (o.sp.srcSnap != "" || o.sp.srcVol != nil) {
+		o.srcHeld = r.reserveSource(o.sp, res)
 	}
 	res["v:"+x.name] = true
 	return o
@@ -948,7 +959,7 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 	case kCreate:
 		switch {
 		case ok:
-			r.createOK(x, o.sp, s, e)
+			r.createOK(x, o.sp, o.srcHeld, s, e)
 		case (abandoned || !refusal(firstErr)) && x.state != vAlive:
 			// Stopped half way (a pending claim may be left for a retry to complete).
 			x.state, x.spec, x.hasSpec = vUncertain, o.sp, true
@@ -1021,7 +1032,7 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 }
 
 // createOK: a Create returned OK. Checks it against the state before the call and records the volume.
-func (r *mround) createOK(x *mvol, sp mspec, s, e int64) {
+func (r *mround) createOK(x *mvol, sp mspec, srcHeld bool, s, e int64) {
 	p := sp.path()
 	if x.state == vAlive {
 		if x.spec.identity() != sp.identity() {
@@ -1044,7 +1055,22 @@ func (r *mround) createOK(x *mvol, sp mspec, s, e int64) {
 			names: []string{x.name}, paths: []string{p}})
 		bad = true
 	}
-	if !sp.reuse {
+	// A Delete or Scrub of another target at or above p in the same batch may have moved p's files
+	// away before this call (then it made or adopted p afresh) or not: what p held is unknown.
+	racing := false
+	for _, o := range r.mayRemove {
+		if o.x != x && under(p, o.path()) {
+			racing = true
+		}
+	}
+	if racing {
+		for _, rc := range r.recsUnder(p) {
+			if !r.heldByOtherLive(rc, x.name) || r.mayVanish[rc.owner] {
+				rc.uncertain = true
+			}
+		}
+	}
+	if !sp.reuse && !racing {
 		var there []string
 		for _, rc := range r.recsUnder(p) {
 			if rc.uncertain || rc.we >= s || rc.kind == "vol" && rc.owner == x.name || r.heldByOtherLive(rc, x.name) || r.mayVanish[rc.owner] {
@@ -1080,17 +1106,19 @@ func (r *mround) createOK(x *mvol, sp mspec, s, e int64) {
 			rc.kind, rc.owner, rc.inc = "vol", x.name, x.inc
 		}
 	}
+	// Without the source held, other calls of the batch may have changed it while it was copied.
+	inexact := was == vUncertain || !srcHeld
 	copied := func(rel string, content string, uncertain bool) {
 		np := p + "/" + rel
 		r.files[np] = &rec{path: np, content: content, kind: "vol", owner: x.name, inc: x.inc,
-			uncertain: uncertain || was == vUncertain, ws: s, we: e, batch: r.batch}
+			uncertain: uncertain || inexact, ws: s, we: e, batch: r.batch}
 	}
 	switch {
 	case sp.srcVol != nil:
 		y := r.byName[sp.srcVol.Name]
 		yp := spath(sp.exp, sp.srcVol.SubDir)
 		live := y.state == vAlive && y.spec.path() == yp
-		x.loose = x.loose || was == vUncertain || !live || y.loose
+		x.loose = x.loose || inexact || !live || y.loose
 		if live {
 			for _, rc := range r.recsUnder(yp) {
 				copied(relUnder(rc.path, yp), rc.content, rc.uncertain)
@@ -1098,7 +1126,7 @@ func (r *mround) createOK(x *mvol, sp mspec, s, e int64) {
 		}
 	case sp.srcSnap != "":
 		sn := r.snapByName[sp.srcSnap]
-		x.loose = x.loose || was == vUncertain || sn.state != sReady || sn.loose
+		x.loose = x.loose || inexact || sn.state != sReady || sn.loose
 		if sn.state == sReady {
 			for rel, f := range sn.content {
 				copied(rel, f.content, f.uncertain)
