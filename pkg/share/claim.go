@@ -497,8 +497,10 @@ func (m *metaFDs) someBelow(subDir string) string {
 // call holds it.
 func (m *metaFDs) markPath(subDir, holder string, now time.Time, stale time.Duration) (func(), error) {
 	name := claimName(subDir) + ".op"
+	// The holder's own stale age travels in the mark: a copy may hold it far longer than a delete.
+	record := fmt.Sprintf("%s\nstale=%d\n", holder, int64(stale/time.Second))
 	for attempt := 0; attempt < 2; attempt++ {
-		err := unix.Symlinkat(holder, m.claimsFD(), name)
+		err := unix.Symlinkat(record, m.claimsFD(), name)
 		if err == nil {
 			return func() { _ = unix.Unlinkat(m.claimsFD(), name, 0) }, nil
 		}
@@ -509,8 +511,18 @@ func (m *metaFDs) markPath(subDir, holder string, now time.Time, stale time.Dura
 		if err := unix.Fstatat(m.claimsFD(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			continue // released meanwhile
 		}
-		if age := now.Sub(time.Unix(st.Ctim.Unix())); age < stale {
-			return nil, fmt.Errorf("%w: another controller is deleting or scrubbing %q (since %v ago)", ErrInProgress, subDir, age.Round(time.Second))
+		limit := stale
+		if t, err := readlinkAt(m.claimsFD(), name); err == nil {
+			for _, line := range strings.Split(t, "\n") {
+				if v, ok := strings.CutPrefix(line, "stale="); ok {
+					if n, err := strconv.ParseInt(v, 10, 64); err == nil && time.Duration(n)*time.Second > limit {
+						limit = time.Duration(n) * time.Second
+					}
+				}
+			}
+		}
+		if age := now.Sub(time.Unix(st.Ctim.Unix())); age < limit {
+			return nil, fmt.Errorf("%w: another call is deleting, scrubbing or filling %q (for %v)", ErrInProgress, subDir, age.Round(time.Second))
 		}
 		_ = unix.Unlinkat(m.claimsFD(), name, 0) // a crashed holder's
 	}

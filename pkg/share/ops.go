@@ -105,7 +105,8 @@ func (w *Workspace) run(ctx context.Context, o op, fn func(c *call) error) error
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return fmt.Errorf("%s: %w", o.what, context.Canceled)
 	}
-	return fmt.Errorf("%s: %w after %v (the work goes on in the background and keeps its locks until it stops)", o.what, mount.ErrTimeout, o.timeout)
+	limit := fmt.Sprintf("the call's deadline (at most %v)", o.timeout)
+	return fmt.Errorf("%s: %w: %s passed; the work goes on in the background and keeps its locks until it stops", o.what, mount.ErrTimeout, limit)
 }
 
 // withExport runs fn on the export's root, remounting once after a stale handle. It runs in run's

@@ -348,6 +348,24 @@ func (cr *creation) build(cl claim, fresh bool) error {
 		}
 	}
 	if o.Source != nil {
+		// One filler at a time, across controllers: the same Create on two controllers (a lost
+		// reply) would otherwise have the second bin the first one's finished copy. Under the mark the
+		// claim is read again: ready means another call finished the fill.
+		w := cr.c.w
+		unmark, err := m.markPath(v.SubDir, "fill "+v.Name, w.cfg.Now(), 2*w.copyTimeout())
+		if err != nil {
+			return err
+		}
+		defer unmark()
+		now, err := m.readClaim(v.SubDir)
+		switch {
+		case err != nil:
+			return err
+		case !sameClaim(cl, now):
+			return fmt.Errorf("%w: %q changed owner while being filled (deleted by another controller?)", ErrConflict, v.SubDir)
+		case now.State == stateReady:
+			return nil
+		}
 		// A retry after a crash mid-copy finds part of the copy: nobody has used this volume yet (its
 		// claim never turned ready), so the part goes to the trash and the copy starts again.
 		moved, err := cr.c.w.binEntries(cr.c.ctx, r, v.SubDir, "refill-"+v.Name)
