@@ -3,7 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"os"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -104,7 +103,7 @@ func (d *Driver) Create(ctx context.Context, r CreateRequest) (*csi.Volume, erro
 	if err != nil {
 		return nil, err
 	}
-	got, err := d.share.Create(ctx, v, share.CreateOptions{Mode: modeOf(p.Mode), UID: p.UID, GID: p.GID, Reuse: p.ReuseExisting,
+	got, err := d.share.Create(ctx, v, share.CreateOptions{Mode: volume.FileMode(p.Mode), UID: p.UID, GID: p.GID, Reuse: p.ReuseExisting,
 		Capacity: capacity, Source: src})
 	if err != nil {
 		return nil, toStatus(v.ID(), err)
@@ -242,17 +241,3 @@ func (c *controller) ControllerExpandVolume(ctx context.Context, req *csi.Contro
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: want, NodeExpansionRequired: false}, nil
 }
 
-// modeOf turns an octal mode from the class (with setuid, setgid and sticky bits) into an os.FileMode.
-func modeOf(m uint32) os.FileMode {
-	fm := os.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		fm |= os.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		fm |= os.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		fm |= os.ModeSticky
-	}
-	return fm
-}

@@ -76,7 +76,7 @@ func (c *controller) ControllerModifyVolume(ctx context.Context, req *csi.Contro
 	}
 	var mode *os.FileMode
 	if mu.mode != nil {
-		m := modeOf(*mu.mode)
+		m := volume.FileMode(*mu.mode)
 		mode = &m
 	}
 	if err := c.d.share.SetAttributes(ctx, v, mode, mu.uid, mu.gid); err != nil {

@@ -215,42 +215,6 @@ func LimitedOwned[T any](l *Limiter, ctx context.Context, key string, timeout ti
 		}
 		return zero, fmt.Errorf("%s: %w after %v: %w", what, ErrTimeout, timeout, err)
 	}
-	type result struct {
-		v   T
-		err error
-	}
-	done := make(chan result, 1)
-	var mu sync.Mutex
-	gaveUp := false
-	go func() {
-		v, err := fn()
-		slot.Release() // the call has really returned: its slot is free whatever the caller did
-		mu.Lock()
-		defer mu.Unlock()
-		if gaveUp {
-			if err == nil && drop != nil {
-				drop(v)
-			}
-			return
-		}
-		done <- result{v, err}
-	}()
-	select {
-	case r := <-done:
-		return r.v, r.err
-	case <-ctx.Done():
-		slot.Overran()
-		mu.Lock()
-		gaveUp = true
-		mu.Unlock()
-		// The call may have finished as the deadline passed: then its result is waiting, and unused.
-		select {
-		case r := <-done:
-			if r.err == nil && drop != nil {
-				drop(r.v)
-			}
-		default:
-		}
-		return zero, fmt.Errorf("%s: %w after %v", what, ErrTimeout, timeout)
-	}
+	// The slot is freed when fn has really returned, whatever the caller did.
+	return boundedCall(ctx, timeout, what, fn, drop, slot.Release, slot.Overran)
 }

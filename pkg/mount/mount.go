@@ -83,6 +83,12 @@ func BoundedValue[T any](ctx context.Context, timeout time.Duration, what string
 func BoundedOwned[T any](ctx context.Context, timeout time.Duration, what string, fn func() (T, error), drop func(T)) (T, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	return boundedCall(ctx, timeout, what, fn, drop, nil, nil)
+}
+
+// boundedCall runs fn in a goroutine and waits for it until ctx ends. returned runs when fn has
+// really returned (whatever the caller did), overran when the caller gives up on it first.
+func boundedCall[T any](ctx context.Context, timeout time.Duration, what string, fn func() (T, error), drop func(T), returned, overran func()) (T, error) {
 	type result struct {
 		v   T
 		err error
@@ -92,6 +98,9 @@ func BoundedOwned[T any](ctx context.Context, timeout time.Duration, what string
 	gaveUp := false
 	go func() {
 		v, err := fn()
+		if returned != nil {
+			returned()
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if gaveUp {
@@ -106,6 +115,9 @@ func BoundedOwned[T any](ctx context.Context, timeout time.Duration, what string
 	case r := <-done:
 		return r.v, r.err
 	case <-ctx.Done():
+		if overran != nil {
+			overran()
+		}
 		mu.Lock()
 		gaveUp = true
 		mu.Unlock()

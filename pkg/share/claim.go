@@ -144,7 +144,7 @@ func (c claim) encode() []byte {
 			c.OnDelete, int64(c.Retention/time.Second), c.NFSVers, c.Source)
 	}
 	if c.HasParams {
-		s += fmt.Sprintf("mode=%o\nuid=%d\ngid=%d\n", uint32(c.Mode.Perm())|specialOctal(c.Mode), c.UID, c.GID)
+		s += fmt.Sprintf("mode=%o\nuid=%d\ngid=%d\n", volume.Octal(c.Mode), c.UID, c.GID)
 	}
 	if c.Token != "" {
 		s += "token=" + c.Token + "\n"
@@ -180,7 +180,7 @@ func parseClaim(b []byte, subDir string) (claim, error) {
 		case "mode":
 			n, err := strconv.ParseUint(v, 8, 32)
 			if err == nil {
-				c.HasParams, c.Mode = true, modeOfOctal(uint32(n))
+				c.HasParams, c.Mode = true, volume.FileMode(uint32(n))
 			}
 		case "uid":
 			c.UID, _ = strconv.Atoi(v)
@@ -198,34 +198,6 @@ func parseClaim(b []byte, subDir string) (claim, error) {
 		return claim{}, fmt.Errorf("claim %s is corrupt", claimPath(subDir))
 	}
 	return c, nil
-}
-
-func specialOctal(m os.FileMode) uint32 {
-	var o uint32
-	if m&os.ModeSetuid != 0 {
-		o |= 0o4000
-	}
-	if m&os.ModeSetgid != 0 {
-		o |= 0o2000
-	}
-	if m&os.ModeSticky != 0 {
-		o |= 0o1000
-	}
-	return o
-}
-
-func modeOfOctal(n uint32) os.FileMode {
-	m := os.FileMode(n & 0o777)
-	if n&0o4000 != 0 {
-		m |= os.ModeSetuid
-	}
-	if n&0o2000 != 0 {
-		m |= os.ModeSetgid
-	}
-	if n&0o1000 != 0 {
-		m |= os.ModeSticky
-	}
-	return m
 }
 
 // errBelow is returned by the claim readers when the claim's name is a pin directory: volumes lie
@@ -612,17 +584,24 @@ func ownedDir(r *os.Root, v volume.Volume, ready bool) error {
 	if ready && c.State != stateReady {
 		return fmt.Errorf("%w: volume %s is still being created", ErrNotFound, v.Name)
 	}
-	fi, err := r.Lstat(v.SubDir)
+	_, err = realDir(r, v.SubDir)
+	return err
+}
+
+// realDir looks at subDir without following it: ErrNotFound when it is missing, ErrNotDir when it is
+// not a real directory.
+func realDir(r *os.Root, subDir string) (fs.FileInfo, error) {
+	fi, err := r.Lstat(subDir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %q", ErrNotFound, v.SubDir)
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, subDir)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
+		return nil, fmt.Errorf("%q: %w", subDir, ErrNotDir)
 	}
-	return nil
+	return fi, nil
 }
 
 // checkParents refuses a directory whose existing parents are not real directories: a symlink among

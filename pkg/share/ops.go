@@ -151,22 +151,10 @@ type inWorkKey struct{}
 // a value that arrives after the caller gave up is dropped. Inside run's work it just calls fn: the
 // work holds a slot and its caller is not waiting on it past the deadline.
 func bounded[T any](ctx context.Context, w *Workspace, server string, timeout time.Duration, what string, fn func() (T, error), drop func(T)) (T, error) {
-	var zero T
 	if ctx.Value(inWorkKey{}) != nil {
 		return fn()
 	}
-	s, err := w.limiter.Acquire(ctx, server)
-	if err != nil {
-		return zero, fmt.Errorf("%s: %w", what, err)
-	}
-	v, err := mount.BoundedOwned(ctx, timeout, what, func() (T, error) {
-		defer s.Release()
-		return fn()
-	}, drop)
-	if errors.Is(err, mount.ErrTimeout) {
-		s.Overran()
-	}
-	return v, err
+	return mount.LimitedOwned(w.limiter, ctx, server, timeout, what, fn, drop)
 }
 
 // volumeKey is the lock key of a volume directory: the server and the directory's path on it, so the

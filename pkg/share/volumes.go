@@ -689,15 +689,9 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 		if err != nil {
 			return err
 		}
-		fi, err := r.Lstat(v.SubDir)
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %q", ErrNotFound, v.SubDir)
-		}
+		fi, err := realDir(r, v.SubDir)
 		if err != nil {
 			return err
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
 		}
 		if err := checkNotExportRoot(r, v.SubDir); err != nil {
 			return err
@@ -781,18 +775,11 @@ func (w *Workspace) markStale() time.Duration {
 // Stat reports whether the volume directory exists, is a real directory and is v's.
 func (w *Workspace) Stat(ctx context.Context, v volume.Volume) error {
 	return w.read(ctx, exportOf(v), "stat "+v.SubDir, func(r *os.Root) error {
-		fi, err := r.Lstat(v.SubDir)
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %q", ErrNotFound, v.SubDir)
-		}
-		if err != nil {
+		if _, err := realDir(r, v.SubDir); err != nil {
 			return err
 		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%q: %w", v.SubDir, ErrNotDir)
-		}
 		// A directory that exists but is not this volume's (a forged or stale ID) is not this volume.
-		_, err = claimFor(r, v)
+		_, err := claimFor(r, v)
 		return err
 	})
 }

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -263,4 +264,35 @@ func FromContext(handle string, ctx map[string]string) (Volume, error) {
 		}
 	}
 	return v, nil
+}
+
+// FileMode turns an octal mode from a class or a VolumeAttributesClass (with setuid, setgid and sticky
+// bits) into an os.FileMode.
+func FileMode(m uint32) os.FileMode {
+	fm := os.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		fm |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		fm |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		fm |= os.ModeSticky
+	}
+	return fm
+}
+
+// Octal is FileMode's inverse: the permission and special bits as an octal number.
+func Octal(m os.FileMode) uint32 {
+	o := uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		o |= 0o4000
+	}
+	if m&os.ModeSetgid != 0 {
+		o |= 0o2000
+	}
+	if m&os.ModeSticky != 0 {
+		o |= 0o1000
+	}
+	return o
 }

@@ -3,6 +3,7 @@ package volume
 import (
 	"errors"
 	"maps"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -597,5 +598,25 @@ func TestFromContext(t *testing.T) {
 	}
 	if _, err := FromContext("h", nil); err == nil {
 		t.Error("FromContext with nil attributes = nil, want an error")
+	}
+}
+
+func TestFileModeRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		octal uint32
+		want  os.FileMode
+	}{
+		{0o777, 0o777},
+		{0o2770, os.ModeSetgid | 0o770},
+		{0o4755, os.ModeSetuid | 0o755},
+		{0o1777, os.ModeSticky | 0o777},
+		{0o7000, os.ModeSetuid | os.ModeSetgid | os.ModeSticky},
+	} {
+		if got := FileMode(tc.octal); got != tc.want {
+			t.Errorf("FileMode(%o) = %v, want %v", tc.octal, got, tc.want)
+		}
+		if got := Octal(tc.want); got != tc.octal {
+			t.Errorf("Octal(%v) = %o, want %o", tc.want, got, tc.octal)
+		}
 	}
 }
