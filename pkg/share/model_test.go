@@ -50,6 +50,7 @@ package share
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -194,7 +195,7 @@ type mround struct {
 	moved      []*movedRec
 	fences     map[string]int // server path -> workspace of an abandoned call on it
 	staticDirs map[string]bool
-	murky      map[string]bool // directories that may hold files the model does not know (a partial copy)
+	murky      map[string]bool // directories that may hold files the model does not know (a partial copy, a loose volume's content)
 	claims     []dclaim        // at the last barrier
 	log        []logEntry
 	pending    []violation     // found while applying results
@@ -925,8 +926,10 @@ func (r *mround) logOp(o *mop, text string, paths ...string) {
 // s and e are seqs taken before the calls and after they all returned. Caller holds r.mu.
 func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny bool, s, e int64, variant string) {
 	p := o.path()
-	ok, abandoned, toWS := false, false, -1
-	var firstErr error
+	// acted: one of the calls failed in a way that is not a refusal before any change, so it may have
+	// changed something (of concurrent identical calls, one may be refused while the other, say, left
+	// a pending claim and returned ErrInProgress).
+	ok, abandoned, acted, toWS := false, false, false, -1
 	for i, err := range errs {
 		switch {
 		case err == nil:
@@ -934,8 +937,8 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 		case isTimeout(err):
 			abandoned, toWS = true, wss[i]
 		}
-		if err != nil && firstErr == nil {
-			firstErr = err
+		if err != nil && !refusal(err) {
+			acted = true
 		}
 	}
 	if f, fenced := r.fences[p]; fenced {
@@ -960,7 +963,7 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 		switch {
 		case ok:
 			r.createOK(x, o.sp, o.srcHeld, s, e)
-		case (abandoned || !refusal(firstErr)) && x.state != vAlive:
+		case (abandoned || acted) && x.state != vAlive:
 			// Stopped half way (a pending claim may be left for a retry to complete).
 			x.state, x.spec, x.hasSpec = vUncertain, o.sp, true
 			r.uncertainUnder(p, x.name)
@@ -982,6 +985,9 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 						rc.kind = "orphan"
 					}
 				}
+				if x.loose {
+					r.murky[p] = true // what the model does not know of it stays too
+				}
 			case volume.OnDeleteArchive:
 				r.removeUnder(p, x.name, s, e, archiveArea(o.sp.exp), desc)
 			default:
@@ -990,8 +996,11 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 			x.state = vAbsent
 		case ok && same && x.state == vUncertain:
 			r.uncertainUnder(p, x.name)
+			if x.loose && o.sp.onDelete == volume.OnDeleteRetain {
+				r.murky[p] = true
+			}
 			x.state = vAbsent
-		case !ok && same && x.state != vAbsent && (abandoned || !refusal(firstErr)):
+		case !ok && same && x.state != vAbsent && (abandoned || acted):
 			x.state = vUncertain
 			r.uncertainUnder(p, x.name)
 		}
@@ -1005,10 +1014,10 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 		switch {
 		case ok:
 			r.scrubOK(x, self, k, p, s, e, desc)
-		case abandoned || !refusal(firstErr):
+		case abandoned || acted:
 			r.uncertainUnder(p, self)
 		}
-		if ok || abandoned || !refusal(firstErr) {
+		if ok || abandoned || acted {
 			// Scrub may claim the directory it emptied for the name it was given (a static PV's, or
 			// a deleted volume's whose directory was retained): from then on Delete applies that
 			// name's onDelete to it.
@@ -1022,7 +1031,7 @@ func (r *mround) applyVol(o *mop, kind opKind, wss []int, errs []error, tiny boo
 	case kSDelete:
 		// A static PV without a claim: whatever Delete returns, it must touch nothing. Once a Scrub
 		// may have claimed its directory, Delete may apply its onDelete.
-		if o.st.scrubbed && (ok || abandoned || !refusal(firstErr)) {
+		if o.st.scrubbed && (ok || abandoned || acted) {
 			r.uncertainUnder(p, o.st.name)
 			if ok {
 				o.st.scrubbed = false
@@ -1094,7 +1103,9 @@ func (r *mround) createOK(x *mvol, sp mspec, srcHeld bool, s, e int64) {
 	}
 	x.state = vAlive
 	for q := range r.murky {
-		if under(q, p) {
+		// A murky directory at or inside p, or around p when p may have been adopted: p may hold
+		// files the model does not know.
+		if under(q, p) || sp.reuse && under(p, q) {
 			x.loose = true
 		}
 	}
@@ -1132,6 +1143,11 @@ func (r *mround) createOK(x *mvol, sp mspec, srcHeld bool, s, e int64) {
 				copied(rel, f.content, f.uncertain)
 			}
 		}
+	}
+	if x.loose {
+		// Files the model does not know stay in p until a Delete or Scrub moves them: a retain
+		// Delete leaves them in place for the next volume that adopts p (or a directory around it).
+		r.murky[p] = true
 	}
 }
 
@@ -1352,6 +1368,9 @@ func (r *mround) snapCall(o *mop, wss []int, tiny time.Duration, cancel bool, va
 		for _, rc := range r.recsUnder(p) {
 			sn.content[relUnder(rc.path, p)] = snapFile{content: rc.content, uncertain: rc.uncertain || prev == sUnknown}
 		}
+	case errors.Is(errs[0], ErrIncompatible) || errors.Is(errs[0], ErrSourceNotFound):
+		// Refused (another source, or no ready source) before anything was written: the snapshot
+		// is as it was.
 	default:
 		sn.state = sUnknown // a failed attempt may leave an unfinished one
 	}
