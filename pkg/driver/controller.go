@@ -240,4 +240,3 @@ func (c *controller) ControllerExpandVolume(ctx context.Context, req *csi.Contro
 	}
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: want, NodeExpansionRequired: false}, nil
 }
-
