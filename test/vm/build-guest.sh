@@ -14,23 +14,9 @@ PKGS=(busybox-static dash coreutils findutils grep sed nfs-common nfs-kernel-ser
 log() { echo "build-guest: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-need_root() {
-	if [[ $(id -u) -ne 0 ]]; then
-		log "this step needs root: $1"
-		log "run once as root (e.g. 'sudo $0'), or install it yourself: $2"
-		exit 1
-	fi
-}
-
-apt_updated=0
-apt_update() {
-	if [[ $apt_updated -eq 0 ]]; then
-		need_root "apt-get update" "sudo apt-get update"
-		log "apt-get update"
-		apt-get update -qq >&2
-		apt_updated=1
-	fi
-}
+# need_root, apt_update, debs_closure, debs_lists_id, debs_download
+# shellcheck source=../../hack/lib/debs.sh
+source "$HERE/../../hack/lib/debs.sh"
 
 # --- host tools ---
 missing=()
@@ -56,26 +42,17 @@ flock 9
 # libraries (lib*), not perl/python/adduser and friends that maintainer
 # scripts use; mkguest fails loudly if a needed library is missing.
 resolve() {
-	local empty
-	empty=$(mktemp -d)
-	mkdir -p "$empty/partial"
 	local kpkg
 	kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-	[[ -n $kpkg ]] || { rm -rf "$empty"; return 1; }
+	[[ -n $kpkg ]] || return 1
 	{
-		apt-get -qq -o Dir::State::status=/dev/null -o Dir::Cache::archives="$empty" -o Debug::NoLocking=1 \
-			install --print-uris --no-install-recommends "${PKGS[@]}" 2>/dev/null |
-			awk '{print $2}' | grep -vE '^lib(perl|python)' |
-			grep -E "^(lib|($(IFS='|'; echo "${PKGS[*]}"))_)" || true
+		debs_closure '^lib(perl|python)' "${PKGS[@]}"
 		apt-get -qq -o Debug::NoLocking=1 download --print-uris "$kpkg" 2>/dev/null | awk '{print $2}'
 	} | sed -E 's/%3a/:/g' | sort -u
-	rm -rf "$empty"
 }
 
-# apt re-parses its lists on every call here (this image disables apt's
-# binary cache), which costs seconds; reuse the last resolution while the
-# package lists are unchanged.
-lists_id=$( { echo "${PKGS[*]}"; stat -c '%n %s %Y' /var/lib/apt/lists/*_Packages* 2>/dev/null || true; } | sha256sum | cut -c1-16)
+# Reuse the last resolution while the package lists are unchanged.
+lists_id=$(debs_lists_id "${PKGS[@]}")
 resolved="$CACHE/vm/.resolved-$lists_id"
 if [[ -s $resolved ]]; then
 	debs=$(cat "$resolved")
@@ -88,14 +65,14 @@ if [[ $(grep -c '^linux-image' <<<"$debs" || true) -ne 1 || $(grep -c '^nfs-kern
 	debs=$(resolve) || die "cannot resolve the guest packages with apt"
 fi
 [[ $(grep -c '^linux-image' <<<"$debs") -eq 1 ]] || die "no linux-image-*-amd64 package found"
-lists_id=$( { echo "${PKGS[*]}"; stat -c '%n %s %Y' /var/lib/apt/lists/*_Packages* 2>/dev/null || true; } | sha256sum | cut -c1-16)
+lists_id=$(debs_lists_id "${PKGS[@]}")
 echo "$debs" >"$CACHE/vm/.resolved-$lists_id"
 
 key=$(
 	{
 		echo "$debs"
 		cd "$HERE"
-		sha256sum build-guest.sh guest/* agent/*.go internal/mkguest/*.go
+		sha256sum build-guest.sh ../../hack/lib/debs.sh guest/* agent/*.go internal/mkguest/*.go
 	} | sha256sum | cut -c1-16
 )
 out="$CACHE/vm/$key"
@@ -105,33 +82,9 @@ if [[ -s $out/vmlinux && -s $out/initrd.img ]]; then
 	exit 0
 fi
 
-# --- download (into our own dir: this image's apt hooks delete .debs in
-# /var/cache/apt/archives after every dpkg call) ---
-todo=()
-for f in $debs; do
-	[[ -s $CACHE/debs/$f ]] || todo+=("$f")
-done
-if [[ ${#todo[@]} -gt 0 ]]; then
-	log "downloading ${#todo[@]} packages"
-	dl=$(mktemp -d "$CACHE/debs/.dl.XXXXXX")
-	specs=()
-	for f in "${todo[@]}"; do
-		# name_version_arch.deb -> name=version
-		specs+=("$(sed -E 's/^([^_]+)_([^_]+)_.*/\1=\2/' <<<"$f")")
-	done
-	if ! (cd "$dl" && apt-get download -qq -o APT::Sandbox::User="$(id -un)" "${specs[@]}" >&2); then
-		rm -rf "$dl"
-		die "apt-get download failed (stale package lists? run 'apt-get update' as root)"
-	fi
-	for f in "$dl"/*.deb; do
-		b=$(basename "$f" | sed -E 's/%3a/:/g')
-		mv "$f" "$CACHE/debs/$b"
-	done
-	rm -rf "$dl"
-fi
-for f in $debs; do
-	[[ -s $CACHE/debs/$f ]] || die "expected $CACHE/debs/$f after download"
-done
+# --- download ---
+# shellcheck disable=SC2086 # file names have no spaces
+debs_download "$CACHE/debs" $debs
 
 # --- assemble ---
 log "building guest $key"
