@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-# kubectl from the Go module proxy (module ./tools) into a cache directory keyed
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl and kubelet (for the guest node of test/e2e/kubelet) from the Go
+# module proxy (module ./tools) into a cache directory keyed
 # by versions and a hash of tools/go.mod, and prints that bin dir on the last
 # stdout line. A second run with the binaries present only prints the dir.
 #
@@ -9,7 +10,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tools=$here/tools
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
 # Versions come from go.mod (what MVS selected), so the stamps and the cache key
 # can never disagree with what is actually compiled.
@@ -59,7 +60,8 @@ if ! have_all; then
 			k8s.io/kubernetes/cmd/kube-apiserver \
 			k8s.io/kubernetes/cmd/kube-controller-manager \
 			k8s.io/kubernetes/cmd/kube-scheduler \
-			k8s.io/kubernetes/cmd/kubectl >&2
+			k8s.io/kubernetes/cmd/kubectl \
+			k8s.io/kubernetes/cmd/kubelet >&2
 		# go names the etcd main after its path minus the /v3 suffix.
 		mv "$tmp/server" "$tmp/etcd"
 		rm -rf "$bin"

@@ -37,6 +37,10 @@ type Options struct {
 	ExtraSANs []string
 	// Scheduler also runs kube-scheduler.
 	Scheduler bool
+	// NodeAuthorizer authorizes kubelets as a production cluster does (the
+	// Node authorizer before RBAC, and the NodeRestriction admission plugin),
+	// for a real kubelet joined with NodeKubeconfig.
+	NodeAuthorizer bool
 	// BinDir holds etcd, kube-apiserver, kube-controller-manager,
 	// kube-scheduler and kubectl. Default: $PADDOCK_CLUSTER_BIN if set, else
 	// the output of build.sh (which builds them on first use, ~10 min cold).
@@ -133,34 +137,38 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 
 	p := c.pki
-	api, err := c.start("kube-apiserver", "kube-apiserver",
-		"--etcd-servers="+c.EtcdURL,
+	authz, extra := "RBAC", []string(nil)
+	if o.NodeAuthorizer {
+		authz, extra = "Node,RBAC", []string{"--enable-admission-plugins=NodeRestriction"}
+	}
+	api, err := c.start("kube-apiserver", "kube-apiserver", append([]string{
+		"--etcd-servers=" + c.EtcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--tls-cert-file="+p.serverCert,
-		"--tls-private-key-file="+p.serverKey,
-		"--client-ca-file="+p.caCert,
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--tls-cert-file=" + p.serverCert,
+		"--tls-private-key-file=" + p.serverKey,
+		"--client-ca-file=" + p.caCert,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+p.saPub,
-		"--service-account-signing-key-file="+p.saKey,
+		"--service-account-key-file=" + p.saPub,
+		"--service-account-signing-key-file=" + p.saKey,
 		"--service-cluster-ip-range=10.0.0.0/24",
-		"--authorization-mode=RBAC",
+		"--authorization-mode=" + authz,
 		"--allow-privileged=true",
 		// There is no kube-proxy or real node IP: the kubernetes Service's
 		// endpoints would point at loopback, which the apiserver refuses.
 		"--endpoint-reconciler-type=none",
-		"--cert-dir="+filepath.Join(c.Dir, "apiserver-certs"),
+		"--cert-dir=" + filepath.Join(c.Dir, "apiserver-certs"),
 		// Front proxy (aggregation) settings as kubeadm sets them; one CA
 		// for everything is enough for a test cluster.
-		"--requestheader-client-ca-file="+p.caCert,
+		"--requestheader-client-ca-file=" + p.caCert,
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-username-headers=X-Remote-User",
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
-		"--proxy-client-cert-file="+p.proxyCert,
-		"--proxy-client-key-file="+p.proxyKey,
-	)
+		"--proxy-client-cert-file=" + p.proxyCert,
+		"--proxy-client-key-file=" + p.proxyKey,
+	}, extra...)...)
 	if err != nil {
 		return nil, err
 	}

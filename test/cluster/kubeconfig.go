@@ -82,3 +82,28 @@ func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, namespace, name,
 	}
 	return path, nil
 }
+
+// NodeKubeconfig writes a kubeconfig for the kubelet of node name, with a
+// client certificate of system:node:<name> in system:nodes (what TLS
+// bootstrapping would end with), pointing at serverURL (default c.URL).
+// Start the cluster with Options.NodeAuthorizer for it to be authorized as a
+// node. Returns the path.
+func (c *Cluster) NodeKubeconfig(name, serverURL string) (string, error) {
+	if serverURL == "" {
+		serverURL = c.URL
+	}
+	ca, caKey, err := loadCA(c.pki.caCert, c.pki.caKey)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(c.Dir, "pki")
+	cert, key := filepath.Join(dir, "node-"+name+".crt"), filepath.Join(dir, "node-"+name+".key")
+	if err := issue(clientTmpl("system:node:"+name, "system:nodes"), ca, caKey, cert, key); err != nil {
+		return "", err
+	}
+	path := filepath.Join(c.Dir, "node-"+name+".kubeconfig")
+	if err := writeKubeconfig(path, serverURL, c.CAData, kubeUser{certFile: cert, keyFile: key}); err != nil {
+		return "", err
+	}
+	return path, nil
+}

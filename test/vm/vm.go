@@ -424,6 +424,15 @@ func (g *Guest) Kill(ctx context.Context, name string, sig syscall.Signal) error
 	return nil
 }
 
+// Relay makes the guest relay every TCP connection to listen (a guest address) to target, for as long
+// as the guest runs.
+func (g *Guest) Relay(ctx context.Context, listen, target string) error {
+	if err := g.call(ctx, "/relay", map[string]string{"listen": listen, "target": target}, nil); err != nil {
+		return fmt.Errorf("vm: relay %s -> %s: %w", listen, target, err)
+	}
+	return nil
+}
+
 // SpawnStatus reports whether the spawned process name still runs, and its
 // exit code once it has exited.
 func (g *Guest) SpawnStatus(ctx context.Context, name string) (running bool, exitCode int, err error) {

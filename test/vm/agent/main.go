@@ -11,6 +11,8 @@
 //	GET  /status?name=N -> {pid, running, exit_code}
 //	GET  /ready
 //	POST /poweroff
+//	POST /relay    {listen, target} -> relays every TCP connection to listen on to target, until
+//	               the guest stops (the kubelet tier's stand-in for kube-proxy's API server Service)
 package main
 
 import (
@@ -22,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -94,6 +97,7 @@ func main() {
 	mux.HandleFunc("POST /kill", handleKill)
 	mux.HandleFunc("GET /status", handleStatus)
 	mux.HandleFunc("POST /poweroff", handlePoweroff)
+	mux.HandleFunc("POST /relay", handleRelay)
 	log.Printf("paddock-agent listening on %s", *addr)
 	log.Fatal(http.ListenAndServe(*addr, mux))
 }
@@ -399,4 +403,58 @@ func handlePoweroff(w http.ResponseWriter, _ *http.Request) {
 			log.Printf("reboot(POWER_OFF): %v", err)
 		}
 	}()
+}
+
+type relayRequest struct {
+	Listen string `json:"listen"`
+	Target string `json:"target"`
+}
+
+// handleRelay listens on Listen and copies bytes both ways between each accepted connection and a new
+// connection to Target. It is a plain TCP relay: TLS passes through untouched.
+func handleRelay(w http.ResponseWriter, r *http.Request) {
+	var req relayRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Listen == "" || req.Target == "" {
+		fail(w, http.StatusBadRequest, "relay: listen and target are required (%v)", err)
+		return
+	}
+	l, err := net.Listen("tcp", req.Listen)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "relay: %v", err)
+		return
+	}
+	log.Printf("relay %s -> %s", req.Listen, req.Target)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				log.Printf("relay %s: %v", req.Listen, err)
+				return
+			}
+			go relay(c, req.Target)
+		}
+	}()
+	reply(w, map[string]string{"listen": l.Addr().String()})
+}
+
+func relay(c net.Conn, target string) {
+	defer c.Close()
+	t, err := net.DialTimeout("tcp", target, 10*time.Second)
+	if err != nil {
+		log.Printf("relay to %s: %v", target, err)
+		return
+	}
+	defer t.Close()
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		_, _ = io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	go cp(t, c)
+	go cp(c, t)
+	<-done
+	<-done
 }

@@ -53,6 +53,8 @@ var extras = []string{
 var wantModules = []string{
 	"virtio_pci", "virtio_net", "9pnet_virtio", "9p",
 	"sunrpc", "lockd", "nfsd", "nfs", "nfsv3", "nfsv4",
+	// The kubelet tier's node: pod networking (CNI bridge) and containerd's overlayfs snapshotter.
+	"bridge", "veth", "overlay",
 }
 
 // Module parameters. lockd's defaults make v3 locks wait up to 50 s after
