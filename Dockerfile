@@ -10,11 +10,12 @@ ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/paddock ./cmd/paddock
 
 FROM debian:bookworm-slim
-# nfs-common: mount.nfs (and its helpers) for NFSv3/v4 mounts; netbase: /etc/services and
-# /etc/protocols, which mount.nfs and the RPC library look up. mount (util-linux) is already in the
-# base image.
+# The packages listed in build/image/packages (mount.nfs and what it looks up; mount and umount
+# are already in the base image). hack/image.sh builds the same image from the same list
+# without a registry (make image-archive).
+COPY build/image/packages /tmp/packages
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends nfs-common netbase \
-    && rm -rf /var/lib/apt/lists/*
+    && sed -e 's/#.*//' /tmp/packages | xargs apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/* /tmp/packages
 COPY --from=build /out/paddock /paddock
 ENTRYPOINT ["/paddock"]

@@ -84,5 +84,16 @@ bench: guest-binaries
 demo: guest-binaries
 	$(GO) run ./test/e2e/demo -guest-dir=$(abspath $(GUEST)) $(DEMO_FLAGS)
 
+# Container image archives built without a registry or container engine (hack/image.sh), in
+# $(OUT)/images/: Paddock's image (registry.paddock.test/paddock:e2e, from build/image/packages
+# as the Dockerfile), and with `images` the pause and busybox test images, for
+# `ctr -n k8s.io images import`.
+.PHONY: image-archive images
+image-archive:
+	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' hack/image.sh paddock
+
+images:
+	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' hack/image.sh paddock pause busybox
+
 clean:
 	rm -rf bin $(OUT)
