@@ -3,11 +3,13 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
@@ -35,8 +38,17 @@ const (
 	componentLabel = "app.kubernetes.io/component"
 	baseDir        = "kubernetes"
 	examplesDir    = "examples"
+	overlaysDir    = "overlays"
 	kustomization  = "kustomization.yaml"
+
+	registrarOverlay = "overlays/node-driver-registrar"
+	registrarName    = "node-driver-registrar"
+	registrarImage   = "registry.k8s.io/sig-storage/csi-node-driver-registrar"
+	pluginsRegistry  = "/var/lib/kubelet/plugins_registry"
 )
+
+// registrationFlags are paddock's flags for registering itself with kubelet (pkg/registration).
+var registrationFlags = []string{"--registration-dir", "--kubelet-registration-path"}
 
 // clusterScoped are the kinds in deploy/ that have no namespace.
 var clusterScoped = map[string]bool{
@@ -134,46 +146,57 @@ func load(t *testing.T, dir string) []document {
 }
 
 func TestEveryDocumentDecodes(t *testing.T) {
-	docs := load(t, ".")
+	// Overlays hold kustomize patches, not whole objects: TestOverlays checks them.
+	docs := slices.Concat(load(t, baseDir), load(t, examplesDir))
 	for _, d := range docs {
 		if d.name() == "" {
 			t.Errorf("%s: %s has no metadata.name", d.where, d.gvk.Kind)
 		}
 	}
-	// Go files and README aside, deploy/ holds nothing but the two trees.
+	// Go files and README aside, deploy/ holds nothing but the three trees.
 	for _, f := range yamlFiles(t, ".") {
 		if !strings.HasPrefix(f, baseDir+string(filepath.Separator)) &&
-			!strings.HasPrefix(f, examplesDir+string(filepath.Separator)) {
-			t.Errorf("%s: YAML outside %s/ and %s/", f, baseDir, examplesDir)
+			!strings.HasPrefix(f, examplesDir+string(filepath.Separator)) &&
+			!strings.HasPrefix(f, overlaysDir+string(filepath.Separator)) {
+			t.Errorf("%s: YAML outside %s/, %s/ and %s/", f, baseDir, examplesDir, overlaysDir)
 		}
 	}
 }
 
 type kustomizationFile struct {
-	Namespace string   `json:"namespace"`
-	Resources []string `json:"resources"`
-	Images    []struct {
-		Name    string `json:"name"`
-		NewName string `json:"newName"`
-		NewTag  string `json:"newTag"`
-	} `json:"images"`
+	Namespace string       `json:"namespace"`
+	Resources []string     `json:"resources"`
+	Images    []imageEntry `json:"images"`
+	Patches   []struct {
+		Path   string             `json:"path"`
+		Patch  string             `json:"patch"`
+		Target stdjson.RawMessage `json:"target"`
+	} `json:"patches"`
+	PatchesStrategicMerge []string             `json:"patchesStrategicMerge"`
+	PatchesJSON6902       []stdjson.RawMessage `json:"patchesJson6902"`
 }
 
-func readKustomization(t *testing.T) kustomizationFile {
+type imageEntry struct {
+	Name    string `json:"name"`
+	NewName string `json:"newName"`
+	NewTag  string `json:"newTag"`
+}
+
+func readKustomization(t *testing.T, dir string) kustomizationFile {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(baseDir, kustomization))
+	data, err := os.ReadFile(filepath.Join(dir, kustomization))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var k kustomizationFile // fields kustomize has and this test does not check are ignored
 	if err := yaml.Unmarshal(data, &k); err != nil {
-		t.Fatalf("%s: %v", kustomization, err)
+		t.Fatalf("%s: %v", filepath.Join(dir, kustomization), err)
 	}
 	return k
 }
 
 func TestKustomization(t *testing.T) {
-	k := readKustomization(t)
+	k := readKustomization(t, baseDir)
 	if k.Namespace != namespace {
 		t.Errorf("kustomization namespace = %q, want %q", k.Namespace, namespace)
 	}
@@ -459,5 +482,375 @@ func TestExamples(t *testing.T) {
 				t.Errorf("%s: PV %s: the driver refuses its volumeAttributes: %v", d.where, o.Name, err)
 			}
 		}
+	}
+}
+
+// flagValue is the value of --name=value in args, and whether it is there.
+func flagValue(args []string, name string) (string, bool) {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func container(spec *corev1.PodSpec, name string) *corev1.Container {
+	for i := range spec.Containers {
+		if spec.Containers[i].Name == name {
+			return &spec.Containers[i]
+		}
+	}
+	return nil
+}
+
+func podVolume(spec *corev1.PodSpec, name string) *corev1.Volume {
+	for i := range spec.Volumes {
+		if spec.Volumes[i].Name == name {
+			return &spec.Volumes[i]
+		}
+	}
+	return nil
+}
+
+// hostPathOf maps a path inside container c to the host path it is, through c's hostPath mounts;
+// "" if no hostPath mount holds it.
+func hostPathOf(spec *corev1.PodSpec, c *corev1.Container, p string) string {
+	best, host := "", ""
+	for _, m := range c.VolumeMounts {
+		rel, err := filepath.Rel(m.MountPath, p)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || len(m.MountPath) <= len(best) {
+			continue
+		}
+		if v := podVolume(spec, m.Name); v != nil && v.HostPath != nil {
+			best, host = m.MountPath, filepath.Join(v.HostPath.Path, rel)
+		}
+	}
+	return host
+}
+
+func isRegistrar(c corev1.Container) bool {
+	return c.Name == registrarName || strings.HasPrefix(c.Image, registrarImage)
+}
+
+func nodeDaemonSet(t *testing.T, docs []document) *appsv1.DaemonSet {
+	t.Helper()
+	var found *appsv1.DaemonSet
+	for _, d := range docs {
+		if ds, ok := d.obj.(*appsv1.DaemonSet); ok {
+			if found != nil {
+				t.Fatalf("more than one DaemonSet: %s and %s", found.Name, ds.Name)
+			}
+			found = ds
+		}
+	}
+	if found == nil {
+		t.Fatal("no DaemonSet")
+	}
+	return found
+}
+
+// TestNodeRegistersItself: the base's node plugin registers with kubelet itself, without the
+// node-driver-registrar sidecar: its registration socket lands in kubelet's plugins_registry, and the
+// CSI socket path it gives kubelet is where its own --endpoint is on the host.
+func TestNodeRegistersItself(t *testing.T) {
+	ds := nodeDaemonSet(t, load(t, baseDir))
+	spec := &ds.Spec.Template.Spec
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		if isRegistrar(c) {
+			t.Errorf("base DaemonSet has a %s container (%s): the node plugin registers itself", registrarName, c.Image)
+		}
+	}
+	p := container(spec, "paddock")
+	if p == nil {
+		t.Fatal("base DaemonSet has no paddock container")
+	}
+	dir, ok := flagValue(p.Args, "--registration-dir")
+	if !ok {
+		t.Fatalf("paddock args %v lack --registration-dir", p.Args)
+	}
+	if host := hostPathOf(spec, p, dir); host != pluginsRegistry {
+		t.Errorf("--registration-dir=%s is host path %q in the paddock container, want kubelet's %s", dir, host, pluginsRegistry)
+	}
+	endpoint, _ := flagValue(p.Args, "--endpoint")
+	sock, ok := strings.CutPrefix(endpoint, "unix://")
+	if !ok {
+		t.Fatalf("--endpoint=%q: registration needs a unix socket", endpoint)
+	}
+	kubeletPath, _ := flagValue(p.Args, "--kubelet-registration-path")
+	if host := hostPathOf(spec, p, sock); host == "" || host != kubeletPath {
+		t.Errorf("--kubelet-registration-path=%q, but --endpoint=%s is host path %q", kubeletPath, endpoint, host)
+	}
+	if driver, _ := flagValue(p.Args, "--driver-name"); !strings.Contains(kubeletPath, "/plugins/"+driver+"/") {
+		t.Errorf("--kubelet-registration-path=%q is not in kubelet's plugins/%s/ directory", kubeletPath, driver)
+	}
+	// /healthz now fails until kubelet confirms: the liveness probe must give it time.
+	lp := p.LivenessProbe
+	if lp == nil || lp.HTTPGet == nil || lp.HTTPGet.Path != "/healthz" {
+		t.Fatalf("paddock has no /healthz liveness probe")
+	}
+	if budget := lp.InitialDelaySeconds + lp.PeriodSeconds*lp.FailureThreshold; lp.InitialDelaySeconds < 20 || budget < 120 {
+		t.Errorf("liveness probe: initialDelaySeconds %d, %d s before the first restart; a slow kubelet needs >= 20 and >= 120",
+			lp.InitialDelaySeconds, budget)
+	}
+}
+
+// TestOverlays checks what can be checked of each overlay without kustomize: it builds on the base,
+// lists every file it has, and its patches name objects and containers the base has. Only patches
+// by path (strategic merge, kind and name in the patch) are understood; another form fails here
+// until this test learns to check it.
+func TestOverlays(t *testing.T) {
+	entries, err := os.ReadDir(overlaysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := load(t, baseDir)
+	seen := false
+	for _, e := range entries {
+		if !e.IsDir() {
+			t.Errorf("%s/%s: overlays/ holds only overlay directories", overlaysDir, e.Name())
+			continue
+		}
+		dir := filepath.Join(overlaysDir, e.Name())
+		seen = seen || dir == filepath.Clean(registrarOverlay)
+		t.Run(e.Name(), func(t *testing.T) { renderOverlay(t, dir, base) })
+	}
+	if !seen {
+		t.Errorf("no %s overlay", registrarOverlay)
+	}
+}
+
+// renderOverlay applies dir's patches to the base's objects as kustomize does (strategic merge
+// patches, the same merge rules) and returns the patched objects, decoded strictly.
+func renderOverlay(t *testing.T, dir string, base []document) []document {
+	t.Helper()
+	k := readKustomization(t, dir)
+	if !slices.Equal(k.Resources, []string{"../../" + baseDir}) {
+		t.Errorf("%s: resources %v, want just the base ../../%s", dir, k.Resources, baseDir)
+	}
+	if len(k.PatchesStrategicMerge) > 0 || len(k.PatchesJSON6902) > 0 {
+		t.Errorf("%s: use patches: (patchesStrategicMerge and patchesJson6902 are deprecated)", dir)
+	}
+	listed := map[string]bool{filepath.Join(dir, kustomization): true}
+	var patches []string
+	for _, p := range k.Patches {
+		if p.Path == "" || p.Patch != "" || len(p.Target) > 0 {
+			t.Errorf("%s: patch %+v: this test checks only patches by path, without target", dir, p)
+			continue
+		}
+		listed[filepath.Join(dir, p.Path)] = true
+		patches = append(patches, filepath.Join(dir, p.Path))
+	}
+	for _, f := range yamlFiles(t, dir) {
+		if !listed[f] {
+			t.Errorf("%s is not used by %s", f, filepath.Join(dir, kustomization))
+		}
+	}
+
+	out := slices.Clone(base)
+	for _, file := range patches {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := yaml.YAMLToJSONStrict(data)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := stdjson.Unmarshal(js, &head); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		i := slices.IndexFunc(out, func(d document) bool {
+			return d.gvk.GroupVersion().String() == head.APIVersion && d.gvk.Kind == head.Kind && d.name() == head.Metadata.Name
+		})
+		if i < 0 {
+			t.Errorf("%s: patches %s %s %s, which the base does not have", file, head.APIVersion, head.Kind, head.Metadata.Name)
+			continue
+		}
+		target := out[i]
+		if ns := head.Metadata.Namespace; ns != "" && ns != namespace {
+			t.Errorf("%s: namespace %q, the base's objects are in %q", file, ns, namespace)
+		}
+		// A container the base lacks is added by the merge, so a misspelt name would add a second,
+		// broken container instead of patching one: only the sidecar may be new.
+		var containers struct {
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							Name string `json:"name"`
+						} `json:"containers"`
+					} `json:"spec"`
+				} `json:"template"`
+			} `json:"spec"`
+		}
+		if err := stdjson.Unmarshal(js, &containers); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if spec := podSpec(target.obj); spec != nil {
+			for _, c := range containers.Spec.Template.Spec.Containers {
+				if container(spec, c.Name) == nil && c.Name != registrarName {
+					t.Errorf("%s: patches container %q, which %s %s does not have", file, c.Name, head.Kind, head.Metadata.Name)
+				}
+			}
+		}
+		orig, err := stdjson.Marshal(target.obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		schema, err := scheme.Scheme.New(target.gvk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged, err := strategicpatch.StrategicMergePatch(orig, js, schema)
+		if err != nil {
+			t.Errorf("%s: strategic merge onto %s: %v", file, target.where, err)
+			continue
+		}
+		strict := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+			json.SerializerOptions{Strict: true})
+		obj, gvk, err := strict.Decode(merged, nil, nil)
+		if err != nil {
+			t.Errorf("%s: the patched %s does not decode strictly: %v", file, head.Kind, err)
+			continue
+		}
+		out[i] = document{where: file + " on " + target.where, file: file, obj: obj, gvk: *gvk}
+	}
+	return out
+}
+
+// TestRegistrarOverlay: the overlay puts node-driver-registrar back beside paddock, which then no
+// longer registers itself, and changes nothing else of paddock's.
+func TestRegistrarOverlay(t *testing.T) {
+	base := load(t, baseDir)
+	baseDS := nodeDaemonSet(t, base)
+	docs := renderOverlay(t, registrarOverlay, base)
+	ds := nodeDaemonSet(t, docs)
+	spec := &ds.Spec.Template.Spec
+
+	serviceAccounts := map[string]bool{}
+	for _, d := range docs {
+		if sa, ok := d.obj.(*corev1.ServiceAccount); ok {
+			serviceAccounts[sa.Name] = true
+		}
+	}
+	where := registrarOverlay
+	checkWorkload(t, where, ds.Spec.Selector.MatchLabels, ds.Spec.Template, serviceAccounts)
+	checkNode(t, where, ds)
+
+	var registrars []corev1.Container
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		if isRegistrar(c) {
+			registrars = append(registrars, c)
+		}
+	}
+	if len(registrars) != 1 {
+		t.Fatalf("%d %s containers, want 1", len(registrars), registrarName)
+	}
+	r := registrars[0]
+	if r.Name != registrarName || !strings.HasPrefix(r.Image, registrarImage+":") {
+		t.Errorf("registrar container %q image %q, want %q with %s", r.Name, r.Image, registrarName, registrarImage)
+	}
+	k := readKustomization(t, registrarOverlay)
+	if !slices.ContainsFunc(k.Images, func(im imageEntry) bool {
+		return im.Name == registrarImage && (im.NewTag != "" || im.NewName != "")
+	}) {
+		t.Errorf("%s: no images: entry pins %s", registrarOverlay, registrarImage)
+	}
+	if v, _ := flagValue(r.Args, "--http-endpoint"); v != ":9811" {
+		t.Errorf("registrar --http-endpoint=%q, want :9811 (its own healthz port)", v)
+	}
+	for _, m := range r.VolumeMounts {
+		if podVolume(spec, m.Name) == nil {
+			t.Errorf("registrar mounts volume %q, which the DaemonSet does not have", m.Name)
+		}
+	}
+	p := container(spec, "paddock")
+	if p == nil {
+		t.Fatal("overlay DaemonSet has no paddock container")
+	}
+	// Both register the same socket, seen from their own mounts.
+	csiAddr, _ := flagValue(r.Args, "--csi-address")
+	endpoint, _ := flagValue(p.Args, "--endpoint")
+	if hostPathOf(spec, &r, csiAddr) != hostPathOf(spec, p, strings.TrimPrefix(endpoint, "unix://")) {
+		t.Errorf("registrar --csi-address=%s and paddock --endpoint=%s are not the same host socket", csiAddr, endpoint)
+	}
+	if rp, _ := flagValue(r.Args, "--kubelet-registration-path"); rp != hostPathOf(spec, &r, csiAddr) {
+		t.Errorf("registrar --kubelet-registration-path=%q, but --csi-address is host path %q", rp, hostPathOf(spec, &r, csiAddr))
+	}
+	if dir := hostPathOf(spec, &r, "/registration"); dir != pluginsRegistry {
+		t.Errorf("registrar's /registration is host path %q, want %s", dir, pluginsRegistry)
+	}
+
+	// paddock: the base's arguments without the registration flags, and nothing mounted for them.
+	var want []string
+	for _, a := range container(&baseDS.Spec.Template.Spec, "paddock").Args {
+		if !slices.ContainsFunc(registrationFlags, func(f string) bool { return a == f || strings.HasPrefix(a, f+"=") }) {
+			want = append(want, a)
+		}
+	}
+	if !slices.Equal(p.Args, want) {
+		t.Errorf("overlay paddock args\n  %v\nwant the base's without %v\n  %v", p.Args, registrationFlags, want)
+	}
+	for _, m := range p.VolumeMounts {
+		if hostPathOf(spec, p, m.MountPath) == pluginsRegistry {
+			t.Errorf("overlay paddock still mounts plugins_registry at %s", m.MountPath)
+		}
+	}
+}
+
+// TestKustomizeBuild builds the base and every overlay with kubectl's kustomize when kubectl is
+// installed, and checks that the overlay's DaemonSet is the one renderOverlay makes.
+func TestKustomizeBuild(t *testing.T) {
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not installed: the overlays are checked by TestOverlays and TestRegistrarOverlay only")
+	}
+	build := func(dir string) []document {
+		t.Helper()
+		out, err := exec.Command(kubectl, "kustomize", dir).Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, ee.Stderr)
+			}
+			t.Fatalf("kubectl kustomize %s: %v", dir, err)
+		}
+		tmp := t.TempDir()
+		if err := os.WriteFile(filepath.Join(tmp, "built.yaml"), out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return load(t, tmp)
+	}
+	build(baseDir)
+	got := nodeDaemonSet(t, build(registrarOverlay))
+	want := nodeDaemonSet(t, renderOverlay(t, registrarOverlay, load(t, baseDir)))
+	// kustomize and apimachinery put the items a patch adds to a merged list in different places;
+	// the order of containers, mounts and volumes means nothing to Kubernetes.
+	normal := func(spec corev1.PodSpec) []byte {
+		cs := slices.Clone(spec.Containers)
+		for i := range cs {
+			cs[i].VolumeMounts = slices.Clone(cs[i].VolumeMounts)
+			slices.SortFunc(cs[i].VolumeMounts, func(a, b corev1.VolumeMount) int { return strings.Compare(a.MountPath, b.MountPath) })
+		}
+		slices.SortFunc(cs, func(a, b corev1.Container) int { return strings.Compare(a.Name, b.Name) })
+		vs := slices.Clone(spec.Volumes)
+		slices.SortFunc(vs, func(a, b corev1.Volume) int { return strings.Compare(a.Name, b.Name) })
+		js, err := stdjson.MarshalIndent(map[string]any{"containers": cs, "volumes": vs}, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return js
+	}
+	if g, w := normal(got.Spec.Template.Spec), normal(want.Spec.Template.Spec); !bytes.Equal(g, w) {
+		t.Errorf("kubectl kustomize %s made\n%s\nrenderOverlay made\n%s", registrarOverlay, g, w)
 	}
 }

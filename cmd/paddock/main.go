@@ -16,6 +16,7 @@ import (
 	"github.com/paddock-csi/paddock/pkg/driver"
 	"github.com/paddock-csi/paddock/pkg/metrics"
 	"github.com/paddock-csi/paddock/pkg/mount"
+	"github.com/paddock-csi/paddock/pkg/registration"
 	"github.com/paddock-csi/paddock/pkg/share"
 )
 
@@ -24,6 +25,7 @@ var version = "dev"
 
 type flags struct {
 	mode, endpoint, nodeID, driverName, workDir, httpEndpoint string
+	registrationDir, kubeletRegistrationPath                  string
 	idleTimeout, fsTimeout, trashGrace, reapInterval, grace   time.Duration
 	reapWorkers, maxStuckCalls                                int
 	maxVolumesPerNode                                         int64
@@ -52,6 +54,8 @@ func parseFlags(args []string) (flags, error) {
 	fs.IntVar(&f.maxStuckCalls, "max-stuck-calls", 16, "blocking filesystem calls one NFS server may have in flight (controller: every call on its exports and the reaper's; node: statfs, stat); once all are stuck past their deadline, further calls to it fail at once with Unavailable")
 	fs.Int64Var(&f.maxVolumesPerNode, "max-volumes-per-node", 0, "node: volumes ControllerPublishVolume may publish to this node, reported in NodeGetInfo (0: unlimited)")
 	fs.StringVar(&f.topology, "topology", "", "node: accessible topology reported in NodeGetInfo, key=value[,key=value] (e.g. topology.kubernetes.io/zone=a)")
+	fs.StringVar(&f.registrationDir, "registration-dir", "", "node: kubelet's plugins_registry directory as mounted here (e.g. /var/lib/kubelet/plugins_registry); Paddock registers itself with kubelet through a socket there, in place of node-driver-registrar, and /healthz fails until kubelet accepts it (empty: off)")
+	fs.StringVar(&f.kubeletRegistrationPath, "kubelet-registration-path", "", "node, with --registration-dir: the CSI socket path kubelet dials, as the host sees it (default: the path of a unix:// --endpoint, right only when the plugin sees host paths)")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	f.kube.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -93,8 +97,22 @@ func run(f flags) error {
 	if err := opts.Validate(); err != nil {
 		return err
 	}
+	regCfg, err := registrationConfig(f)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	var healthy func() error // nil: /healthz is always ok
+	waitRegistration := func() error { return nil }
+	if regCfg != nil {
+		reg, err := registration.New(*regCfg)
+		if err != nil {
+			return err
+		}
+		healthy = reg.Healthy
+		waitRegistration = registerAfterListening(ctx, &opts, reg, stop)
+	}
 	m := mount.New(f.fsTimeout)
 
 	var ws *share.Workspace
@@ -116,7 +134,7 @@ func run(f flags) error {
 	}
 	if f.httpEndpoint != "" {
 		go func() {
-			if err := metrics.Serve(ctx, f.httpEndpoint, d.Ready); err != nil {
+			if err := metrics.Serve(ctx, f.httpEndpoint, d.Ready, healthy); err != nil {
 				klog.ErrorS(err, "Metrics endpoint failed")
 			}
 		}()
@@ -127,6 +145,9 @@ func run(f flags) error {
 	err = d.Serve(ctx, f.grace)
 	stop()
 	wg.Wait()
+	if regErr := waitRegistration(); err == nil {
+		err = regErr
+	}
 	if ws != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), 3*f.fsTimeout)
 		ws.Wait()

@@ -115,6 +115,9 @@ func (d *Driver) Serve(ctx context.Context, grace time.Duration) error {
 		return err
 	}
 	defer cleanup()
+	if d.opts.OnListening != nil {
+		d.opts.OnListening()
+	}
 	s := grpc.NewServer(grpc.ChainUnaryInterceptor(instrument))
 	d.Register(s)
 	klog.InfoS("Serving CSI", "endpoint", d.opts.Endpoint, "mode", d.opts.Mode, "driver", d.opts.Name, "version", d.opts.Version)

@@ -43,6 +43,9 @@ type Options struct {
 	// Nodes tells the controller which node IDs exist and their volume limits. Nil: in --mode=all the
 	// local node is the only one; in --mode=controller every node ID is accepted, without a limit.
 	Nodes NodeDirectory
+	// OnListening, if set, is called by Serve once the endpoint accepts connections, before it serves
+	// them: the node plugin registers with kubelet from there, so kubelet never dials a missing socket.
+	OnListening func()
 }
 
 // Validate checks the options a Driver needs.

@@ -54,9 +54,10 @@ func init() {
 		Recycled, Provisioned, CallsStuck, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 }
 
-// Serve runs the HTTP endpoint (Handler) on addr until ctx ends. ready reports readiness.
-func Serve(ctx context.Context, addr string, ready func() error) error {
-	mux := Handler(ready)
+// Serve runs the HTTP endpoint (Handler) on addr until ctx ends. ready reports readiness, healthy
+// (nil: always) liveness.
+func Serve(ctx context.Context, addr string, ready, healthy func() error) error {
+	mux := Handler(ready, healthy)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -75,18 +76,26 @@ func Serve(ctx context.Context, addr string, ready func() error) error {
 	return nil
 }
 
-// Handler serves /metrics (Registry), /healthz (the process answers) and /readyz (ready returns nil;
-// otherwise 503 with its error).
-func Handler(ready func() error) *http.ServeMux {
+// Handler serves /metrics (Registry), /healthz (liveness: the process answers and healthy, if not
+// nil, returns nil) and /readyz (ready returns nil). A failing check is a 503 with its error.
+// healthy is for what a restart can mend, such as the node plugin's registration with kubelet
+// (pkg/registration); /healthz is a liveness probe, so nothing that is only slow belongs in it.
+func Handler(ready, healthy func() error) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
+	mux.HandleFunc("/healthz", check(healthy))
+	mux.HandleFunc("/readyz", check(ready))
+	return mux
+}
+
+func check(f func() error) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if f != nil {
+			if err := f(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = w.Write([]byte("ok\n"))
-	})
-	return mux
+	}
 }

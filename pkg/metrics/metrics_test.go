@@ -11,26 +11,25 @@ import (
 	"time"
 )
 
-func TestHandler(t *testing.T) {
-	var notReady error
-	srv := httptest.NewServer(Handler(func() error { return notReady }))
-	defer srv.Close()
-	get := func(path string) (int, string) {
-		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
 
+func TestMetrics(t *testing.T) {
+	srv := httptest.NewServer(Handler(nil, nil))
+	defer srv.Close()
 	// Fresh label values, so the counters start at zero whatever ran before (go test -count=N).
 	method := fmt.Sprintf("TestMethod%d", time.Now().UnixNano())
 	Operations.WithLabelValues(method, "OK").Inc()
 	ReaperRemoved.WithLabelValues(method).Add(3)
-	code, body := get("/metrics")
+	code, body := get(t, srv.URL+"/metrics")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)
 	}
@@ -44,22 +43,35 @@ func TestHandler(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
+}
 
+func TestHealthAndReadiness(t *testing.T) {
+	fails := func(msg string) func() error { return func() error { return errors.New(msg) } }
+	ok := func() error { return nil }
+	const unregistered = "kubelet has not confirmed registration yet"
 	for _, tc := range []struct {
-		path     string
-		notReady error
-		code     int
-		body     string
+		name           string
+		ready, healthy func() error
+		path           string
+		code           int
+		body           string
 	}{
-		{"/healthz", nil, http.StatusOK, "ok"},
-		{"/healthz", errors.New("no export mounted"), http.StatusOK, "ok"},
-		{"/readyz", nil, http.StatusOK, "ok"},
-		{"/readyz", errors.New("csi server not serving"), http.StatusServiceUnavailable, "csi server not serving"},
+		{"healthz without a check", ok, nil, "/healthz", http.StatusOK, "ok"},
+		{"healthz ignores readiness", fails("no export mounted"), nil, "/healthz", http.StatusOK, "ok"},
+		{"healthz check passes", ok, ok, "/healthz", http.StatusOK, "ok"},
+		{"healthz check fails", ok, fails(unregistered), "/healthz", http.StatusServiceUnavailable, unregistered},
+		{"readyz ready", ok, nil, "/readyz", http.StatusOK, "ok"},
+		{"readyz not ready", fails("csi server not serving"), nil, "/readyz", http.StatusServiceUnavailable, "csi server not serving"},
+		{"readyz ignores liveness", ok, fails(unregistered), "/readyz", http.StatusOK, "ok"},
+		{"readyz without a check", nil, nil, "/readyz", http.StatusOK, "ok"},
 	} {
-		notReady = tc.notReady
-		code, body := get(tc.path)
-		if code != tc.code || !strings.Contains(body, tc.body) {
-			t.Errorf("%s with ready()=%v: %d %q, want %d %q", tc.path, tc.notReady, code, body, tc.code, tc.body)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(Handler(tc.ready, tc.healthy))
+			defer srv.Close()
+			code, body := get(t, srv.URL+tc.path)
+			if code != tc.code || !strings.Contains(body, tc.body) {
+				t.Errorf("%s: %d %q, want %d %q", tc.path, code, body, tc.code, tc.body)
+			}
+		})
 	}
 }
