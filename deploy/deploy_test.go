@@ -3,13 +3,11 @@ package deploy
 import (
 	"bufio"
 	"bytes"
-	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,9 +21,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
-	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/yaml"
 
 	"github.com/paddock-csi/paddock/pkg/volume"
@@ -57,8 +55,7 @@ var clusterScoped = map[string]bool{
 }
 
 type document struct {
-	where string // file:index, for messages
-	file  string
+	where string // file (document index), or built directory: kind name; for messages
 	obj   runtime.Object
 	gvk   schema.GroupVersionKind
 }
@@ -95,8 +92,6 @@ func yamlFiles(t *testing.T, dir string) []string {
 // does not decode to a typed object, or has unknown or duplicate fields, fails the test.
 func load(t *testing.T, dir string) []document {
 	t.Helper()
-	strict := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
-		json.SerializerOptions{Strict: true})
 	var docs []document
 	for _, file := range yamlFiles(t, dir) {
 		if filepath.Base(file) == kustomization {
@@ -115,34 +110,45 @@ func load(t *testing.T, dir string) []document {
 			if err != nil {
 				t.Fatalf("%s: split documents: %v", file, err)
 			}
-			where := fmt.Sprintf("%s (document %d)", file, i+1)
-			js, err := yaml.YAMLToJSONStrict(raw)
-			if err != nil {
-				t.Errorf("%s: not valid YAML (or a duplicate key): %v", where, err)
-				continue
+			if d, ok := decode(t, fmt.Sprintf("%s (document %d)", file, i+1), raw); ok {
+				docs = append(docs, d)
 			}
-			if s := strings.TrimSpace(string(js)); s == "null" || s == "" {
-				continue // only comments or "---"
-			}
-			obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil)
-			if err != nil {
-				t.Errorf("%s: does not decode to a known Kubernetes type: %v", where, err)
-				continue
-			}
-			if _, isUnknown := obj.(*runtime.Unknown); isUnknown {
-				t.Errorf("%s: %v decoded to runtime.Unknown", where, gvk)
-				continue
-			}
-			if _, _, err := strict.Decode(js, nil, nil); err != nil {
-				t.Errorf("%s: %v: strict decoding: %v", where, gvk, err)
-			}
-			docs = append(docs, document{where: where, file: file, obj: obj, gvk: *gvk})
 		}
 	}
 	if len(docs) == 0 {
 		t.Fatalf("no Kubernetes objects found under %s", dir)
 	}
 	return docs
+}
+
+var strictDecoder = json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
+	json.SerializerOptions{Strict: true})
+
+// decode decodes one YAML document into a typed Kubernetes object, strictly (no unknown or duplicate
+// fields); false, with the test failed, if it cannot, and false alone for an empty document.
+func decode(t *testing.T, where string, raw []byte) (document, bool) {
+	t.Helper()
+	js, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		t.Errorf("%s: not valid YAML (or a duplicate key): %v", where, err)
+		return document{}, false
+	}
+	if s := strings.TrimSpace(string(js)); s == "null" || s == "" {
+		return document{}, false // only comments or "---"
+	}
+	obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(js, nil, nil)
+	if err != nil {
+		t.Errorf("%s: does not decode to a known Kubernetes type: %v", where, err)
+		return document{}, false
+	}
+	if _, isUnknown := obj.(*runtime.Unknown); isUnknown {
+		t.Errorf("%s: %v decoded to runtime.Unknown", where, gvk)
+		return document{}, false
+	}
+	if _, _, err := strictDecoder.Decode(js, nil, nil); err != nil {
+		t.Errorf("%s: %v: strict decoding: %v", where, gvk, err)
+	}
+	return document{where: where, obj: obj, gvk: *gvk}, true
 }
 
 func TestEveryDocumentDecodes(t *testing.T) {
@@ -163,34 +169,21 @@ func TestEveryDocumentDecodes(t *testing.T) {
 	}
 }
 
-type kustomizationFile struct {
-	Namespace string       `json:"namespace"`
-	Resources []string     `json:"resources"`
-	Images    []imageEntry `json:"images"`
-	Patches   []struct {
-		Path   string             `json:"path"`
-		Patch  string             `json:"patch"`
-		Target stdjson.RawMessage `json:"target"`
-	} `json:"patches"`
-	PatchesStrategicMerge []string             `json:"patchesStrategicMerge"`
-	PatchesJSON6902       []stdjson.RawMessage `json:"patchesJson6902"`
-}
-
-type imageEntry struct {
-	Name    string `json:"name"`
-	NewName string `json:"newName"`
-	NewTag  string `json:"newTag"`
-}
-
-func readKustomization(t *testing.T, dir string) kustomizationFile {
+// readKustomization reads dir's kustomization.yaml as kustomize does (unknown fields refused), and
+// fails the test if it uses a field kustomize has deprecated.
+func readKustomization(t *testing.T, dir string) *types.Kustomization {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, kustomization))
+	file := filepath.Join(dir, kustomization)
+	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var k kustomizationFile // fields kustomize has and this test does not check are ignored
-	if err := yaml.Unmarshal(data, &k); err != nil {
-		t.Fatalf("%s: %v", filepath.Join(dir, kustomization), err)
+	k := &types.Kustomization{}
+	if err := k.Unmarshal(data); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	for _, w := range *k.CheckDeprecatedFields() {
+		t.Errorf("%s: %s", file, strings.TrimPrefix(w, "# "))
 	}
 	return k
 }
@@ -217,8 +210,8 @@ func TestKustomization(t *testing.T) {
 	imageNames := map[string]bool{}
 	for _, im := range k.Images {
 		imageNames[im.Name] = true
-		if im.NewTag == "" && im.NewName == "" {
-			t.Errorf("images entry %q sets neither newTag nor newName", im.Name)
+		if im.NewTag == "" && im.NewName == "" && im.Digest == "" {
+			t.Errorf("images entry %q sets none of newTag, newName and digest", im.Name)
 		}
 	}
 	if !imageNames["ghcr.io/paddock-csi/paddock"] {
@@ -253,8 +246,17 @@ func podSpec(obj runtime.Object) *corev1.PodSpec {
 	return nil
 }
 
+// TestBaseObjects checks the base's files as they are (kubectl apply -f would work too);
+// TestKustomizeBuild and TestOverlays check what kustomize builds from them.
 func TestBaseObjects(t *testing.T) {
-	docs := load(t, baseDir)
+	checkObjects(t, load(t, baseDir))
+}
+
+// checkObjects: the objects of a whole installation (the base, or an overlay built) are labelled, in
+// the right namespace, with the kinds and ServiceAccounts Paddock needs, RBAC that refers to them
+// and grants nothing wide, and a CSIDriver, controller and node plugin as Paddock needs them.
+func checkObjects(t *testing.T, docs []document) {
+	t.Helper()
 	serviceAccounts := map[string]bool{}
 	roles := map[string]bool{} // "Kind/name"
 	kinds := map[string]int{}
@@ -286,12 +288,12 @@ func TestBaseObjects(t *testing.T) {
 	for _, kind := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
 		"Role", "RoleBinding", "CSIDriver", "Deployment", "DaemonSet", "Service"} {
 		if kinds[kind] == 0 {
-			t.Errorf("base has no %s", kind)
+			t.Errorf("no %s", kind)
 		}
 	}
 	for _, sa := range []string{"paddock-controller", "paddock-node"} {
 		if !serviceAccounts[sa] {
-			t.Errorf("base has no ServiceAccount %s", sa)
+			t.Errorf("no ServiceAccount %s", sa)
 		}
 	}
 
@@ -330,11 +332,11 @@ func TestBaseObjects(t *testing.T) {
 func checkBinding(t *testing.T, where string, ref rbacv1.RoleRef, subjects []rbacv1.Subject, roles, serviceAccounts map[string]bool) {
 	t.Helper()
 	if !roles[ref.Kind+"/"+ref.Name] {
-		t.Errorf("%s: binding refers to %s %s, not defined in the base", where, ref.Kind, ref.Name)
+		t.Errorf("%s: binding refers to %s %s, not defined beside it", where, ref.Kind, ref.Name)
 	}
 	for _, s := range subjects {
 		if s.Kind != "ServiceAccount" || !serviceAccounts[s.Name] || s.Namespace != namespace {
-			t.Errorf("%s: subject %+v is not a ServiceAccount of the base", where, s)
+			t.Errorf("%s: subject %+v is not a ServiceAccount defined beside it", where, s)
 		}
 		if s.Name == "paddock-node" {
 			t.Errorf("%s: the node ServiceAccount must have no API access", where)
@@ -374,7 +376,7 @@ func checkWorkload(t *testing.T, where string, selector map[string]string, tmpl 
 		t.Errorf("%s: pod template labels %v lack %s=paddock or %s", where, tmpl.Labels, nameLabel, componentLabel)
 	}
 	if !serviceAccounts[tmpl.Spec.ServiceAccountName] {
-		t.Errorf("%s: serviceAccountName %q is not in the base", where, tmpl.Spec.ServiceAccountName)
+		t.Errorf("%s: serviceAccountName %q is not defined beside it", where, tmpl.Spec.ServiceAccountName)
 	}
 	for _, c := range tmpl.Spec.Containers {
 		ports := map[string]bool{}
@@ -554,7 +556,7 @@ func nodeDaemonSet(t *testing.T, docs []document) *appsv1.DaemonSet {
 // node-driver-registrar sidecar: its registration socket lands in kubelet's plugins_registry, and the
 // CSI socket path it gives kubelet is where its own --endpoint is on the host.
 func TestNodeRegistersItself(t *testing.T) {
-	ds := nodeDaemonSet(t, load(t, baseDir))
+	ds := nodeDaemonSet(t, build(t, baseDir))
 	spec := &ds.Spec.Template.Spec
 	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
 		if isRegistrar(c) {
@@ -592,265 +594,5 @@ func TestNodeRegistersItself(t *testing.T) {
 	if budget := lp.InitialDelaySeconds + lp.PeriodSeconds*lp.FailureThreshold; lp.InitialDelaySeconds < 20 || budget < 120 {
 		t.Errorf("liveness probe: initialDelaySeconds %d, %d s before the first restart; a slow kubelet needs >= 20 and >= 120",
 			lp.InitialDelaySeconds, budget)
-	}
-}
-
-// TestOverlays checks what can be checked of each overlay without kustomize: it builds on the base,
-// lists every file it has, and its patches name objects and containers the base has. Only patches
-// by path (strategic merge, kind and name in the patch) are understood; another form fails here
-// until this test learns to check it.
-func TestOverlays(t *testing.T) {
-	entries, err := os.ReadDir(overlaysDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := load(t, baseDir)
-	seen := false
-	for _, e := range entries {
-		if !e.IsDir() {
-			t.Errorf("%s/%s: overlays/ holds only overlay directories", overlaysDir, e.Name())
-			continue
-		}
-		dir := filepath.Join(overlaysDir, e.Name())
-		seen = seen || dir == filepath.Clean(registrarOverlay)
-		t.Run(e.Name(), func(t *testing.T) { renderOverlay(t, dir, base) })
-	}
-	if !seen {
-		t.Errorf("no %s overlay", registrarOverlay)
-	}
-}
-
-// renderOverlay applies dir's patches to the base's objects as kustomize does (strategic merge
-// patches, the same merge rules) and returns the patched objects, decoded strictly.
-func renderOverlay(t *testing.T, dir string, base []document) []document {
-	t.Helper()
-	k := readKustomization(t, dir)
-	if !slices.Equal(k.Resources, []string{"../../" + baseDir}) {
-		t.Errorf("%s: resources %v, want just the base ../../%s", dir, k.Resources, baseDir)
-	}
-	if len(k.PatchesStrategicMerge) > 0 || len(k.PatchesJSON6902) > 0 {
-		t.Errorf("%s: use patches: (patchesStrategicMerge and patchesJson6902 are deprecated)", dir)
-	}
-	listed := map[string]bool{filepath.Join(dir, kustomization): true}
-	var patches []string
-	for _, p := range k.Patches {
-		if p.Path == "" || p.Patch != "" || len(p.Target) > 0 {
-			t.Errorf("%s: patch %+v: this test checks only patches by path, without target", dir, p)
-			continue
-		}
-		listed[filepath.Join(dir, p.Path)] = true
-		patches = append(patches, filepath.Join(dir, p.Path))
-	}
-	for _, f := range yamlFiles(t, dir) {
-		if !listed[f] {
-			t.Errorf("%s is not used by %s", f, filepath.Join(dir, kustomization))
-		}
-	}
-
-	out := slices.Clone(base)
-	for _, file := range patches {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := yaml.YAMLToJSONStrict(data)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		var head struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-			Metadata   struct {
-				Name      string `json:"name"`
-				Namespace string `json:"namespace"`
-			} `json:"metadata"`
-		}
-		if err := stdjson.Unmarshal(js, &head); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		i := slices.IndexFunc(out, func(d document) bool {
-			return d.gvk.GroupVersion().String() == head.APIVersion && d.gvk.Kind == head.Kind && d.name() == head.Metadata.Name
-		})
-		if i < 0 {
-			t.Errorf("%s: patches %s %s %s, which the base does not have", file, head.APIVersion, head.Kind, head.Metadata.Name)
-			continue
-		}
-		target := out[i]
-		if ns := head.Metadata.Namespace; ns != "" && ns != namespace {
-			t.Errorf("%s: namespace %q, the base's objects are in %q", file, ns, namespace)
-		}
-		// A container the base lacks is added by the merge, so a misspelt name would add a second,
-		// broken container instead of patching one: only the sidecar may be new.
-		var containers struct {
-			Spec struct {
-				Template struct {
-					Spec struct {
-						Containers []struct {
-							Name string `json:"name"`
-						} `json:"containers"`
-					} `json:"spec"`
-				} `json:"template"`
-			} `json:"spec"`
-		}
-		if err := stdjson.Unmarshal(js, &containers); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		if spec := podSpec(target.obj); spec != nil {
-			for _, c := range containers.Spec.Template.Spec.Containers {
-				if container(spec, c.Name) == nil && c.Name != registrarName {
-					t.Errorf("%s: patches container %q, which %s %s does not have", file, c.Name, head.Kind, head.Metadata.Name)
-				}
-			}
-		}
-		orig, err := stdjson.Marshal(target.obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		schema, err := scheme.Scheme.New(target.gvk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		merged, err := strategicpatch.StrategicMergePatch(orig, js, schema)
-		if err != nil {
-			t.Errorf("%s: strategic merge onto %s: %v", file, target.where, err)
-			continue
-		}
-		strict := json.NewSerializerWithOptions(json.DefaultMetaFactory, scheme.Scheme, scheme.Scheme,
-			json.SerializerOptions{Strict: true})
-		obj, gvk, err := strict.Decode(merged, nil, nil)
-		if err != nil {
-			t.Errorf("%s: the patched %s does not decode strictly: %v", file, head.Kind, err)
-			continue
-		}
-		out[i] = document{where: file + " on " + target.where, file: file, obj: obj, gvk: *gvk}
-	}
-	return out
-}
-
-// TestRegistrarOverlay: the overlay puts node-driver-registrar back beside paddock, which then no
-// longer registers itself, and changes nothing else of paddock's.
-func TestRegistrarOverlay(t *testing.T) {
-	base := load(t, baseDir)
-	baseDS := nodeDaemonSet(t, base)
-	docs := renderOverlay(t, registrarOverlay, base)
-	ds := nodeDaemonSet(t, docs)
-	spec := &ds.Spec.Template.Spec
-
-	serviceAccounts := map[string]bool{}
-	for _, d := range docs {
-		if sa, ok := d.obj.(*corev1.ServiceAccount); ok {
-			serviceAccounts[sa.Name] = true
-		}
-	}
-	where := registrarOverlay
-	checkWorkload(t, where, ds.Spec.Selector.MatchLabels, ds.Spec.Template, serviceAccounts)
-	checkNode(t, where, ds)
-
-	var registrars []corev1.Container
-	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
-		if isRegistrar(c) {
-			registrars = append(registrars, c)
-		}
-	}
-	if len(registrars) != 1 {
-		t.Fatalf("%d %s containers, want 1", len(registrars), registrarName)
-	}
-	r := registrars[0]
-	if r.Name != registrarName || !strings.HasPrefix(r.Image, registrarImage+":") {
-		t.Errorf("registrar container %q image %q, want %q with %s", r.Name, r.Image, registrarName, registrarImage)
-	}
-	k := readKustomization(t, registrarOverlay)
-	if !slices.ContainsFunc(k.Images, func(im imageEntry) bool {
-		return im.Name == registrarImage && (im.NewTag != "" || im.NewName != "")
-	}) {
-		t.Errorf("%s: no images: entry pins %s", registrarOverlay, registrarImage)
-	}
-	if v, _ := flagValue(r.Args, "--http-endpoint"); v != ":9811" {
-		t.Errorf("registrar --http-endpoint=%q, want :9811 (its own healthz port)", v)
-	}
-	for _, m := range r.VolumeMounts {
-		if podVolume(spec, m.Name) == nil {
-			t.Errorf("registrar mounts volume %q, which the DaemonSet does not have", m.Name)
-		}
-	}
-	p := container(spec, "paddock")
-	if p == nil {
-		t.Fatal("overlay DaemonSet has no paddock container")
-	}
-	// Both register the same socket, seen from their own mounts.
-	csiAddr, _ := flagValue(r.Args, "--csi-address")
-	endpoint, _ := flagValue(p.Args, "--endpoint")
-	if hostPathOf(spec, &r, csiAddr) != hostPathOf(spec, p, strings.TrimPrefix(endpoint, "unix://")) {
-		t.Errorf("registrar --csi-address=%s and paddock --endpoint=%s are not the same host socket", csiAddr, endpoint)
-	}
-	if rp, _ := flagValue(r.Args, "--kubelet-registration-path"); rp != hostPathOf(spec, &r, csiAddr) {
-		t.Errorf("registrar --kubelet-registration-path=%q, but --csi-address is host path %q", rp, hostPathOf(spec, &r, csiAddr))
-	}
-	if dir := hostPathOf(spec, &r, "/registration"); dir != pluginsRegistry {
-		t.Errorf("registrar's /registration is host path %q, want %s", dir, pluginsRegistry)
-	}
-
-	// paddock: the base's arguments without the registration flags, and nothing mounted for them.
-	var want []string
-	for _, a := range container(&baseDS.Spec.Template.Spec, "paddock").Args {
-		if !slices.ContainsFunc(registrationFlags, func(f string) bool { return a == f || strings.HasPrefix(a, f+"=") }) {
-			want = append(want, a)
-		}
-	}
-	if !slices.Equal(p.Args, want) {
-		t.Errorf("overlay paddock args\n  %v\nwant the base's without %v\n  %v", p.Args, registrationFlags, want)
-	}
-	for _, m := range p.VolumeMounts {
-		if hostPathOf(spec, p, m.MountPath) == pluginsRegistry {
-			t.Errorf("overlay paddock still mounts plugins_registry at %s", m.MountPath)
-		}
-	}
-}
-
-// TestKustomizeBuild builds the base and every overlay with kubectl's kustomize when kubectl is
-// installed, and checks that the overlay's DaemonSet is the one renderOverlay makes.
-func TestKustomizeBuild(t *testing.T) {
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skip("kubectl is not installed: the overlays are checked by TestOverlays and TestRegistrarOverlay only")
-	}
-	build := func(dir string) []document {
-		t.Helper()
-		out, err := exec.Command(kubectl, "kustomize", dir).Output()
-		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, ee.Stderr)
-			}
-			t.Fatalf("kubectl kustomize %s: %v", dir, err)
-		}
-		tmp := t.TempDir()
-		if err := os.WriteFile(filepath.Join(tmp, "built.yaml"), out, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return load(t, tmp)
-	}
-	build(baseDir)
-	got := nodeDaemonSet(t, build(registrarOverlay))
-	want := nodeDaemonSet(t, renderOverlay(t, registrarOverlay, load(t, baseDir)))
-	// kustomize and apimachinery put the items a patch adds to a merged list in different places;
-	// the order of containers, mounts and volumes means nothing to Kubernetes.
-	normal := func(spec corev1.PodSpec) []byte {
-		cs := slices.Clone(spec.Containers)
-		for i := range cs {
-			cs[i].VolumeMounts = slices.Clone(cs[i].VolumeMounts)
-			slices.SortFunc(cs[i].VolumeMounts, func(a, b corev1.VolumeMount) int { return strings.Compare(a.MountPath, b.MountPath) })
-		}
-		slices.SortFunc(cs, func(a, b corev1.Container) int { return strings.Compare(a.Name, b.Name) })
-		vs := slices.Clone(spec.Volumes)
-		slices.SortFunc(vs, func(a, b corev1.Volume) int { return strings.Compare(a.Name, b.Name) })
-		js, err := stdjson.MarshalIndent(map[string]any{"containers": cs, "volumes": vs}, "", "  ")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js
-	}
-	if g, w := normal(got.Spec.Template.Spec), normal(want.Spec.Template.Spec); !bytes.Equal(g, w) {
-		t.Errorf("kubectl kustomize %s made\n%s\nrenderOverlay made\n%s", registrarOverlay, g, w)
 	}
 }
