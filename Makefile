@@ -13,7 +13,7 @@ CSI_TEST_VERSION := v5.6.0
 CSI_SANITY := $(CACHE)/tools/csi-test-$(CSI_TEST_VERSION)/csi-sanity
 VMRUN := $(GO) run ./test/vm/cmd/vmrun
 
-.PHONY: all build lint test-unit test-sanity test-e2e-node test-e2e-cluster test test-summary-reset bench demo guest-binaries clean fuzz stress
+.PHONY: all build lint test-unit test-sanity test-e2e-node test-e2e-cluster test-e2e-kubelet test test-summary-reset bench demo guest-binaries clean fuzz stress
 
 all: build
 
@@ -66,13 +66,19 @@ test-e2e-node: guest-binaries
 test-e2e-cluster: guest-binaries
 	hack/tier.sh e2e-cluster go -- $(GO) test -tags e2e -count=1 -v -timeout 40m ./test/e2e/cluster -guest-dir=$(abspath $(GUEST))
 
+# The guest as a real node (containerd, runc, CNI, kubelet) running the shipped manifests and image
+# as pods (test/e2e/kubelet); the node runtime is built by test/node/build.sh, kubelet with the
+# control plane.
+test-e2e-kubelet: guest-binaries images
+	hack/tier.sh e2e-kubelet go -- $(GO) test -tags e2e -count=1 -v -timeout 45m ./test/e2e/kubelet -guest-dir=$(abspath $(GUEST)) -images-dir=$(abspath $(OUT)/images)
+
 test-summary-reset:
 	@mkdir -p $(OUT); rm -f $(OUT)/summary.txt
 
 # Every tier, in order; the summary with each tier's counts is printed even when a tier fails.
 test: test-summary-reset
 	@rc=0; \
-	for t in lint test-unit test-sanity test-e2e-node test-e2e-cluster; do \
+	for t in lint test-unit test-sanity test-e2e-node test-e2e-cluster test-e2e-kubelet; do \
 	  echo "==== make $$t ===="; \
 	  if ! $(MAKE) --no-print-directory $$t; then rc=1; [ $$t = lint ] && break; fi; \
 	done; \

@@ -51,6 +51,7 @@ type Options struct {
 	MemoryMB   int    // guest memory (default 2048)
 	Forward    []int  // guest TCP ports to expose on host loopback
 	ClusterDir string // control-plane state dir (default: a temp dir removed by Stop)
+	Node       bool   // authorize kubelets as a production cluster does (for StartNode)
 	Logf       func(format string, args ...any)
 }
 
@@ -104,7 +105,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		// A cold build of the binaries takes many minutes; cached ones start in seconds.
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 		defer cancel()
-		c, err := cluster.Start(cctx, cluster.Options{Dir: o.ClusterDir, ExtraSANs: []string{vm.HostIP}, Scheduler: true})
+		c, err := cluster.Start(cctx, cluster.Options{Dir: o.ClusterDir, ExtraSANs: []string{vm.HostIP}, Scheduler: true, NodeAuthorizer: o.Node})
 		cch <- cres{c, err}
 	}()
 	g, gerr := vm.Start(ctx, vm.Options{ShareDir: e.ShareDir, MemoryMB: o.MemoryMB, Forward: o.Forward})
