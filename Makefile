@@ -87,8 +87,8 @@ test: test-summary-reset
 bench: guest-binaries
 	$(GO) run ./test/bench/cmd/benchrun -guest-dir=$(abspath $(GUEST)) -out docs/performance.md
 
-demo: guest-binaries
-	$(GO) run ./test/e2e/demo -guest-dir=$(abspath $(GUEST)) $(DEMO_FLAGS)
+demo: guest-binaries images
+	$(GO) run ./test/e2e/demo -guest-dir=$(abspath $(GUEST)) -images-dir=$(abspath $(OUT)/images) $(DEMO_FLAGS)
 
 # Container image archives built without a registry or container engine (hack/image.sh), in
 # $(OUT)/images/: Paddock's image (registry.paddock.test/paddock:e2e, from build/image/packages

@@ -1,19 +1,19 @@
-// Command demo is `make demo`: Paddock end to end on one machine. It starts a real Kubernetes control
-// plane on the host and a QEMU guest with a kernel NFS server, installs Paddock with
-// `kubectl apply -k deploy/kubernetes`, runs the Paddock controller (with its ServiceAccount's token)
-// and node plugin in the guest, applies the example StorageClass and PVC, waits for Bound, publishes
-// the volume on the "node" the way kubelet does (CSI NodePublishVolume), writes a file through the
-// mount and shows it on the NFS server's export. Then it cleans up, or with -keep leaves everything
-// running until interrupted.
+// Command demo is `make demo`: Paddock end to end on one machine, as a user runs it. It starts a real
+// Kubernetes control plane on the host and a QEMU guest with a kernel NFS server that is also a real
+// node (containerd, runc, the CNI bridge and kubelet), imports Paddock's image archive (make images),
+// installs Paddock with `kubectl apply -k` (an overlay of deploy/kubernetes that only points at the
+// imported image), so the controller Deployment and the node DaemonSet run as pods and the node plugin
+// registers itself with kubelet. Then it applies the example StorageClass, PVC and Pod from
+// deploy/examples, waits for the pod, and shows the file it wrote on the NFS server's export. Then it
+// cleans up, or with -keep leaves everything running until interrupted.
 //
-//	make demo                      # or: go run ./test/e2e/demo -guest-dir=_output/guest
+//	make demo                      # or: go run ./test/e2e/demo -guest-dir=_output/guest -images-dir=_output/images
 //	make demo DEMO_FLAGS=-keep
 package main
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,9 +25,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -40,15 +37,15 @@ import (
 
 const (
 	className = "paddock-delete" // the example class the example PVC uses
-	nodePort  = 10100            // the node plugin's CSI endpoint in the guest, forwarded to the host
-	nodeID    = "demo-node"
-	ctrlSock  = kubeenv.RunDir + "/controller.sock"
+	pvcName   = "paddock-demo"
+	podName   = "paddock-demo"
 )
 
 var (
-	guestDir = flag.String("guest-dir", "_output/guest", "directory with the static guest binaries (make guest-binaries)")
-	keep     = flag.Bool("keep", false, "leave the control plane, the guest and the volume running until interrupted")
-	start    = time.Now()
+	guestDir  = flag.String("guest-dir", "_output/guest", "directory with the static guest binaries (make guest-binaries)")
+	imagesDir = flag.String("images-dir", "_output/images", "directory with the image archives (make images)")
+	keep      = flag.Bool("keep", false, "leave the control plane, the guest and the volume running until interrupted")
+	start     = time.Now()
 )
 
 func step(format string, args ...any) {
@@ -74,7 +71,7 @@ func main() {
 
 func run(ctx context.Context) (err error) {
 	step("Starting a Kubernetes v1.37.1 control plane on the host (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and a QEMU guest with a kernel NFS server")
-	e, err := kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Forward: []int{nodePort}, Logf: info})
+	e, err := kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Node: true, Logf: info})
 	if err != nil {
 		return err
 	}
@@ -91,83 +88,50 @@ func run(ctx context.Context) (err error) {
 			}
 		}
 	}()
-	info("NFS server in the guest: %s, exports %s and %s", kubeenv.Server, kubeenv.ExportA, kubeenv.ExportB)
+	info("NFS server in the guest: %s, exports %s and %s", kubeenv.NFSServer, kubeenv.ExportA, kubeenv.ExportB)
 
-	step("Installing Paddock: kubectl apply -k deploy/kubernetes")
-	kc, err := e.Install(ctx)
+	images, err := filepath.Abs(*imagesDir)
 	if err != nil {
 		return err
 	}
-	info("(no kubelet here: the Deployment's and DaemonSet's pods are never run; the same binary runs as processes in the guest)")
+	step("Making the guest a Kubernetes node: containerd, runc, CNI bridge, kubelet (node %s); importing the image archives from %s", kubeenv.NodeName, images)
+	if err := e.StartNode(ctx, kubeenv.NodeOptions{ImagesDir: images}); err != nil {
+		return err
+	}
+	out, _ := e.Cluster.Kubectl(ctx, "get", "nodes", "-o", "wide")
+	info("$ kubectl get nodes -o wide\n%s", out)
 
-	step("Starting the Paddock controller in the guest with the paddock-controller ServiceAccount's token (RBAC from the manifests)")
-	args := kubeenv.ControllerArgs(kc, ctrlSock, "/var/lib/paddock")
-	info("paddock %s", strings.Join(args, " "))
-	if err := e.StartPaddock(ctx, "controller", ctrlSock, args...); err != nil {
-		return err
+	overlay := filepath.Join(e.Repo, "test", "e2e", "kubelet", "overlay")
+	step("Installing Paddock: kubectl apply -k test/e2e/kubelet/overlay (deploy/kubernetes with the imported image, imagePullPolicy Never)")
+	if err := e.ApplyPods(ctx, overlay, 5*time.Minute); err != nil {
+		return fmt.Errorf("%w\nkubelet log:\n%s", err, e.Log(ctx, "kubelet", 40))
 	}
-	cleanups = append(cleanups, func(ctx context.Context) error { return e.StopPaddock(ctx, "controller", syscall.SIGTERM) })
-
-	step("Starting the Paddock node plugin in the guest (the DaemonSet's container)")
-	nargs := []string{"--mode=node", fmt.Sprintf("--endpoint=tcp://0.0.0.0:%d", nodePort), "--node-id=" + nodeID, "--driver-name=" + kubeenv.Driver, "-v=2"}
-	info("paddock %s", strings.Join(nargs, " "))
-	info("(kubelet would talk to it over a unix socket; here the host talks to it over a TCP port QEMU forwards)")
-	if err := e.StartPaddock(ctx, "node", "", nargs...); err != nil {
-		return err
-	}
-	cleanups = append(cleanups, func(ctx context.Context) error { return e.StopPaddock(ctx, "node", syscall.SIGTERM) })
-	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", e.Guest.HostPort(nodePort)), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	cleanups = append(cleanups, func(context.Context) error { return conn.Close() })
-	node := csi.NewNodeClient(conn)
-	if err := kubeenv.WaitFor(ctx, 90*time.Second, func(ctx context.Context) (bool, string, error) {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		r, err := node.NodeGetInfo(cctx, &csi.NodeGetInfoRequest{})
-		if err != nil {
-			return false, "NodeGetInfo: " + err.Error(), nil
-		}
-		info("NodeGetInfo: node_id=%s", r.GetNodeId())
-		return true, "", nil
-	}); err != nil {
-		return err
-	}
+	out, _ = e.Cluster.Kubectl(ctx, "-n", kubeenv.Namespace, "get", "pods", "-o", "wide")
+	info("$ kubectl -n paddock get pods -o wide\n%s", out)
+	out, _ = e.Cluster.Kubectl(ctx, "get", "csinode", kubeenv.NodeName, "-o", "jsonpath={range .spec.drivers[*]}{.name} nodeID={.nodeID}{\"\\n\"}{end}")
+	info("the node plugin registered itself with kubelet; CSINode %s lists: %s", kubeenv.NodeName, strings.TrimSpace(out))
 
 	step("Applying the example StorageClass %s from deploy/examples/storageclasses.yaml", className)
 	sc, err := exampleClass(e.Repo)
 	if err != nil {
 		return err
 	}
-	info("server %s -> %s, share %s -> %s (edited in memory: the file names nfs.example.com)", sc.Parameters["server"], kubeenv.Server, sc.Parameters["share"], kubeenv.ExportA)
-	sc.Parameters["server"], sc.Parameters["share"] = kubeenv.Server, kubeenv.ExportA
-	scYAML, err := yaml.Marshal(sc)
-	if err != nil {
+	info("server %s -> %s, share %s -> %s (edited in memory: the file names nfs.example.com)", sc.Parameters["server"], kubeenv.NFSServer, sc.Parameters["share"], kubeenv.ExportA)
+	sc.Parameters["server"], sc.Parameters["share"] = kubeenv.NFSServer, kubeenv.ExportA
+	if err := applyEdited(ctx, e, "storageclass.yaml", sc); err != nil {
 		return err
-	}
-	scFile := filepath.Join(e.ShareDir, "storageclass.yaml")
-	if err := os.WriteFile(scFile, scYAML, 0o644); err != nil {
-		return err
-	}
-	if out, err := e.Cluster.Kubectl(ctx, "apply", "-f", scFile); err != nil {
-		return fmt.Errorf("kubectl apply: %w: %s", err, out)
-	} else {
-		info("%s", out)
 	}
 	cleanups = append(cleanups, func(ctx context.Context) error {
 		return ignoreNotFound(e.Cluster.Client.StorageV1().StorageClasses().Delete(ctx, className, metav1.DeleteOptions{}))
 	})
 
-	pvcFile := filepath.Join(e.Repo, "deploy", "examples", "pvc.yaml")
 	step("kubectl apply -f deploy/examples/pvc.yaml (namespace default), then wait for Bound")
 	applied := time.Now()
-	out, err := e.Cluster.Kubectl(ctx, "apply", "-n", "default", "-f", pvcFile)
+	out, err = e.Cluster.Kubectl(ctx, "apply", "-n", "default", "-f", filepath.Join(e.Repo, "deploy", "examples", "pvc.yaml"))
 	if err != nil {
 		return fmt.Errorf("kubectl apply: %w: %s", err, out)
 	}
 	info("%s", out)
-	pvcName := "paddock-demo"
 	cleanups = append(cleanups, func(ctx context.Context) error { return deleteClaim(ctx, e, pvcName) })
 	var pvc *v1.PersistentVolumeClaim
 	if err := kubeenv.WaitFor(ctx, 3*time.Minute, func(ctx context.Context) (bool, string, error) {
@@ -177,7 +141,7 @@ func run(ctx context.Context) (err error) {
 		}
 		return pvc.Status.Phase == v1.ClaimBound, "claim phase " + string(pvc.Status.Phase), nil
 	}); err != nil {
-		return fmt.Errorf("%w\ncontroller log:\n%s", err, e.Log(ctx, "controller", 30))
+		return err
 	}
 	bound := time.Since(applied)
 	info("claim default/%s is Bound to %s: %.2fs from kubectl apply to Bound", pvcName, pvc.Spec.VolumeName, bound.Seconds())
@@ -190,70 +154,50 @@ func run(ctx context.Context) (err error) {
 	info("PV volumeHandle: %s", pv.Spec.CSI.VolumeHandle)
 	info("PV volumeAttributes: %v, mountOptions: %v, reclaimPolicy: %s", pv.Spec.CSI.VolumeAttributes, pv.Spec.MountOptions, pv.Spec.PersistentVolumeReclaimPolicy)
 	dir := kubeenv.ExportA + "/" + pv.Spec.CSI.VolumeAttributes["subDir"]
-	out, err = e.Sh(ctx, "ls -la "+kubeenv.ExportA)
-	if err != nil {
-		return err
-	}
-	info("On the NFS server: $ ls -la %s\n%s", kubeenv.ExportA, out)
 
-	podUID := "00000000-0000-4000-8000-0000000de300"
-	target := fmt.Sprintf("/var/lib/kubelet/pods/%s/volumes/kubernetes.io~csi/%s/mount", podUID, pv.Name)
-	// kubelet's own staging path for a CSI volume: one per volume and node, shared by its pods.
-	staging := fmt.Sprintf("/var/lib/kubelet/plugins/kubernetes.io/csi/%s/%x/globalmount", pv.Spec.CSI.Driver, sha256.Sum256([]byte(pv.Spec.CSI.VolumeHandle)))
-	capability := &csi.VolumeCapability{
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{MountFlags: pv.Spec.MountOptions}},
-		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER},
-	}
-	step("NodeStageVolume, as kubelet does before the first pod on a node uses the claim: the NFS mount, at %s", staging)
-	if _, err := e.Sh(ctx, "mkdir -p "+filepath.Dir(staging)+" "+filepath.Dir(target)); err != nil {
-		return err
-	}
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	_, err = node.NodeStageVolume(sctx, &csi.NodeStageVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, StagingTargetPath: staging,
-		VolumeCapability: capability, VolumeContext: pv.Spec.CSI.VolumeAttributes})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("NodeStageVolume: %w\nnode log:\n%s", err, e.Log(ctx, "node", 30))
-	}
-	cleanups = append(cleanups, func(ctx context.Context) error {
-		step("NodeUnstageVolume %s", staging)
-		_, err := node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, StagingTargetPath: staging})
-		return err
-	})
-	step("NodePublishVolume, as kubelet does for each pod that uses the claim: a bind mount of the staged mount at %s", target)
-	pub := &csi.NodePublishVolumeRequest{
-		VolumeId:          pv.Spec.CSI.VolumeHandle,
-		StagingTargetPath: staging,
-		TargetPath:        target,
-		VolumeCapability:  capability,
-		VolumeContext:     withPodInfo(pv.Spec.CSI.VolumeAttributes, podUID),
-	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	_, err = node.NodePublishVolume(pctx, pub)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("NodePublishVolume: %w\nnode log:\n%s", err, e.Log(ctx, "node", 30))
-	}
-	cleanups = append(cleanups, func(ctx context.Context) error {
-		step("NodeUnpublishVolume %s", target)
-		_, err := node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: pv.Spec.CSI.VolumeHandle, TargetPath: target})
-		return err
-	})
-	out, err = e.Sh(ctx, "grep -e "+staging+" -e "+target+" /proc/mounts")
+	step("Applying the example Pod from deploy/examples/pod.yaml; kubelet stages and publishes the volume through the node plugin")
+	pod, err := examplePod(e.Repo)
 	if err != nil {
 		return err
 	}
-	info("mounted: %s", out)
+	info("image %s -> %s, imagePullPolicy Never (edited in memory: there is no registry here; the image is one of the imported archives)", pod.Spec.Containers[0].Image, kubeenv.BusyboxImage)
+	pod.Spec.Containers[0].Image, pod.Spec.Containers[0].ImagePullPolicy = kubeenv.BusyboxImage, v1.PullNever
+	pod.Namespace = "default"
+	if err := applyEdited(ctx, e, "pod.yaml", pod); err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func(ctx context.Context) error { return deletePod(ctx, e) })
+	scheduled := time.Now()
+	if err := kubeenv.WaitFor(ctx, 4*time.Minute, func(ctx context.Context) (bool, string, error) {
+		pod, err = e.Cluster.Client.CoreV1().Pods("default").Get(ctx, podName, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		if pod.Status.Phase == v1.PodFailed || pod.Status.Phase == v1.PodSucceeded {
+			return false, "", fmt.Errorf("pod %s ended: %s", podName, pod.Status.Phase)
+		}
+		return pod.Status.Phase == v1.PodRunning, "pod phase " + string(pod.Status.Phase), nil
+	}); err != nil {
+		return err
+	}
+	info("pod default/%s is Running %.1fs after it was created", podName, time.Since(scheduled).Seconds())
+	out, _ = e.Cluster.Kubectl(ctx, "get", "pod", podName, "-n", "default", "-o", "wide")
+	info("$ kubectl get pod -o wide\n%s", out)
+	var log string
+	if err := kubeenv.WaitFor(ctx, time.Minute, func(ctx context.Context) (bool, string, error) {
+		log, err = e.PodLog(ctx, pod, pod.Spec.Containers[0].Name)
+		return err == nil && strings.TrimSpace(log) != "", fmt.Sprint("pod log: ", err), nil
+	}); err != nil {
+		return err
+	}
+	info("the pod's log (read on the node: kubectl logs cannot reach a kubelet behind QEMU's user network):\n%s", log)
+	out, err = e.Sh(ctx, "grep "+pv.Name+" /proc/mounts")
+	if err != nil {
+		return err
+	}
+	info("on the node, kubelet's mounts of the volume:\n%s", out)
 
-	line := fmt.Sprintf("hello from the Paddock demo, %s", time.Now().UTC().Format(time.RFC3339))
-	step("Writing a file through the mount (what the example pod does): %s/hello.txt", target)
-	out, err = e.Exec(ctx, "/bin/sh", "-c", `printf '%s\n' "$1" >> "$2/hello.txt" && cat "$2/hello.txt"`, "sh", line, target)
-	if err != nil {
-		return err
-	}
-	info("$ cat <target>/hello.txt\n%s", out)
-
-	step("The file on the NFS server's export (%s)", dir)
+	step("The pod's file on the NFS server's export (%s)", dir)
 	out, err = e.Sh(ctx, "ls -la "+dir+" && echo '$ cat "+dir+"/hello.txt' && cat "+dir+"/hello.txt")
 	if err != nil {
 		return err
@@ -263,17 +207,16 @@ func run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if strings.TrimSpace(got) != line {
-		return fmt.Errorf("the export's %s/hello.txt holds %q, want %q", dir, got, line)
+	if strings.TrimSpace(got) == "" || strings.TrimSpace(got) != strings.TrimSpace(log) {
+		return fmt.Errorf("the export's %s/hello.txt holds %q, but the pod printed %q", dir, got, log)
 	}
 
 	fmt.Printf("\nPVC apply -> Bound: %.2fs\n", bound.Seconds())
 	if *keep {
 		step("Left running (-keep). Try:")
 		info("export KUBECONFIG=%s", e.Cluster.Kubeconfig)
-		info("kubectl get pvc,pv,storageclass,csidriver; kubectl -n paddock get all")
+		info("kubectl get pvc,pv,storageclass,csidriver,csinode; kubectl -n paddock get all")
 		info("kubectl is at %s/kubectl", e.Cluster.BinDir)
-		info("the volume is mounted in the guest at %s", target)
 		info("Stop with Ctrl-C (or kill %d): it stops the guest and the control plane and removes their state.", os.Getpid())
 		<-ctx.Done()
 		// Ctrl-C reaches the whole process group, QEMU too: the guest may be gone already, so there is
@@ -283,21 +226,65 @@ func run(ctx context.Context) (err error) {
 		*keep = false
 		return nil
 	}
-	step("Cleaning up: unpublish, unstage, delete the claim (its directory goes to the trash and is reaped), stop everything")
+	step("Cleaning up: delete the pod (kubelet unpublishes and unstages), delete the claim (its directory goes to the trash and is reaped), stop everything")
 	return nil
 }
 
-// withPodInfo adds what kubelet adds for a CSIDriver with podInfoOnMount (harmless otherwise).
-func withPodInfo(attrs map[string]string, podUID string) map[string]string {
-	m := map[string]string{}
-	for k, v := range attrs {
-		m[k] = v
+// applyEdited writes an example object edited in memory to the share and applies it with kubectl.
+func applyEdited(ctx context.Context, e *kubeenv.Env, name string, obj any) error {
+	b, err := yaml.Marshal(obj)
+	if err != nil {
+		return err
 	}
-	m["csi.storage.k8s.io/pod.name"] = "paddock-demo"
-	m["csi.storage.k8s.io/pod.namespace"] = "default"
-	m["csi.storage.k8s.io/pod.uid"] = podUID
-	m["csi.storage.k8s.io/ephemeral"] = "false"
-	return m
+	f := filepath.Join(e.ShareDir, name)
+	if err := os.WriteFile(f, b, 0o644); err != nil {
+		return err
+	}
+	out, err := e.Cluster.Kubectl(ctx, "apply", "-f", f)
+	if err != nil {
+		return fmt.Errorf("kubectl apply: %w: %s", err, out)
+	}
+	info("%s", out)
+	return nil
+}
+
+// examplePod reads deploy/examples/pod.yaml.
+func examplePod(repo string) (*v1.Pod, error) {
+	b, err := os.ReadFile(filepath.Join(repo, "deploy", "examples", "pod.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var p v1.Pod
+	if err := yaml.UnmarshalStrict(b, &p); err != nil {
+		return nil, fmt.Errorf("deploy/examples/pod.yaml: %w", err)
+	}
+	if p.Name != podName || len(p.Spec.Containers) != 1 {
+		return nil, fmt.Errorf("deploy/examples/pod.yaml: want one pod %s with one container", podName)
+	}
+	return &p, nil
+}
+
+// deletePod deletes the example pod and waits until kubelet has unmounted its volume.
+func deletePod(ctx context.Context, e *kubeenv.Env) error {
+	step("Deleting pod default/%s", podName)
+	if err := e.Cluster.Client.CoreV1().Pods("default").Delete(ctx, podName, metav1.DeleteOptions{}); err != nil {
+		return ignoreNotFound(err)
+	}
+	t0 := time.Now()
+	if err := kubeenv.WaitFor(ctx, 3*time.Minute, func(ctx context.Context) (bool, string, error) {
+		_, err := e.Cluster.Client.CoreV1().Pods("default").Get(ctx, podName, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), "pod still there", nil
+	}); err != nil {
+		return err
+	}
+	if err := kubeenv.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+		out, err := e.Sh(ctx, "grep ' "+kubeenv.KubeletDir+"/' /proc/mounts | grep ' nfs' || true")
+		return err == nil && strings.TrimSpace(out) == "", "still mounted: " + out, err
+	}); err != nil {
+		return err
+	}
+	info("pod gone and its volume unmounted (NodeUnpublishVolume, NodeUnstageVolume) %.1fs after the delete", time.Since(t0).Seconds())
+	return nil
 }
 
 // exampleClass reads the class the example claim uses from deploy/examples/storageclasses.yaml.

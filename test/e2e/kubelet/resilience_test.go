@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/paddock-csi/paddock/pkg/provisioner"
@@ -183,15 +184,22 @@ func TestServerDownPodDeletion(t *testing.T) {
 		}
 	})
 	ctx := ctxT(t, time.Minute)
+	t0 := time.Now()
 	if err := env.Cluster.Client.CoreV1().Pods(ns).Delete(ctx, "ticker", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Long enough for kubelet to kill the container and try NodeUnpublishVolume against the dead server.
-	time.Sleep(20 * time.Second)
+	// Long enough for kubelet to kill the container and call NodeUnpublishVolume against the dead
+	// server: a deletion may finish while the server is down, or wait for it.
+	down := kubeenv.WaitFor(ctx, 30*time.Second, func(ctx context.Context) (bool, string, error) {
+		_, err := env.Cluster.Client.CoreV1().Pods(ns).Get(ctx, "ticker", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), "pod still there", nil
+	}) == nil
+	t.Logf("server down: pod gone while the server was down: %v (%v after the delete)", down, time.Since(t0).Round(time.Second))
 	gsh(t, "nfs-server-start")
 	restarted = true
-	took := deletePod(t, ns, "ticker", 4*time.Minute)
-	t.Logf("pod gone %v after the server came back", took.Round(time.Second))
+	back := time.Now()
+	deletePod(t, ns, "ticker", 4*time.Minute)
 	waitNoKubeletMounts(t)
+	t.Logf("server back: pod gone and nothing mounted under kubelet's root %v later", time.Since(back).Round(time.Second))
 	ticks(t, dir)
 }
