@@ -208,7 +208,7 @@ build_paddock() {
 			check "$r" /bin/umount --version
 			check "$r" /paddock --version
 			# NFSv3 with locking: mount.nfs runs start-statd (sh, flock, cat) to start rpc.statd.
-			check "$r" /bin/sh -c 'command -v start-statd rpc.statd flock cat && rpc.statd --version'
+			check "$r" /bin/sh -c 'for c in start-statd rpc.statd flock cat; do command -v $c || exit 1; done; rpc.statd --version'
 			for f in /sbin/mount.nfs /sbin/rpc.statd /usr/sbin/start-statd /bin/mount /bin/umount; do
 				[[ -e $r$f ]] || die "sanity check failed: $f missing"
 			done
