@@ -53,6 +53,7 @@ type Options struct {
 	ShareDir string // host dir shared at /host in the guest (9p, security_model=none); optional
 	MemoryMB int    // default 1024
 	Forward  []int  // extra guest TCP ports to expose on host 127.0.0.1 (random free host ports)
+	CPUs     int    // virtual CPUs (default 1); more than one uses QEMU's multi-threaded TCG
 	LogPath  string // serial console log file; default a temp file
 }
 
@@ -199,7 +200,7 @@ func boot(ctx context.Context, dir string, o Options) (*Guest, error) {
 	}
 	args := []string{
 		"-accel", "tcg", "-cpu", "max", // max gives RDRAND: no entropy wait in rpc.nfsd
-		"-m", strconv.Itoa(o.MemoryMB), "-smp", "1",
+		"-m", strconv.Itoa(o.MemoryMB), "-smp", strconv.Itoa(max(o.CPUs, 1)),
 		"-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
 		"-serial", "stdio", "-no-reboot",
 		"-kernel", filepath.Join(dir, "vmlinux"), "-initrd", filepath.Join(dir, "initrd.img"),

@@ -49,6 +49,7 @@ type Options struct {
 	GuestDir   string // host dir with the static paddock binary (make guest-binaries: _output/guest)
 	Repo       string // repository root (for deploy/); default: found from the working directory
 	MemoryMB   int    // guest memory (default 2048)
+	CPUs       int    // guest virtual CPUs (default 1)
 	Forward    []int  // guest TCP ports to expose on host loopback
 	ClusterDir string // control-plane state dir (default: a temp dir removed by Stop)
 	Node       bool   // authorize kubelets as a production cluster does (for StartNode)
@@ -108,7 +109,7 @@ func Start(ctx context.Context, o Options) (_ *Env, err error) {
 		c, err := cluster.Start(cctx, cluster.Options{Dir: o.ClusterDir, ExtraSANs: []string{vm.HostIP}, Scheduler: true, NodeAuthorizer: o.Node})
 		cch <- cres{c, err}
 	}()
-	g, gerr := vm.Start(ctx, vm.Options{ShareDir: e.ShareDir, MemoryMB: o.MemoryMB, Forward: o.Forward})
+	g, gerr := vm.Start(ctx, vm.Options{ShareDir: e.ShareDir, MemoryMB: o.MemoryMB, Forward: o.Forward, CPUs: o.CPUs})
 	r := <-cch
 	e.Guest, e.Cluster = g, r.c
 	if gerr != nil {

@@ -50,7 +50,7 @@ func run(m *testing.M) int {
 	defer cancel()
 	t0 := time.Now()
 	var err error
-	env, err = kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Node: true, Logf: logf})
+	env, err = kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Node: true, CPUs: 2, Logf: logf})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e-kubelet: %v\n", err)
 		return 1

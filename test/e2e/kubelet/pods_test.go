@@ -9,6 +9,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+
+	"github.com/paddock-csi/paddock/test/e2e/kubeenv"
 )
 
 // TestRWXSharedBetweenPods: one pod writes a file into an RWX claim and stays up; a second pod on the
@@ -38,11 +40,11 @@ func TestRWXSharedBetweenPods(t *testing.T) {
 	deletePod(t, ns, "reader", podTimeout)
 	deletePod(t, ns, "writer", podTimeout)
 	waitNoKubeletMounts(t)
-	for _, p := range []string{string(writer.UID)} {
-		if out := gsh(t, "ls -d /var/lib/kubelet/pods/"+p+" 2>/dev/null || true"); strings.TrimSpace(out) != "" {
-			t.Errorf("kubelet still has the writer's pod dir %s", out)
-		}
-	}
+	// kubelet's housekeeping removes a deleted pod's directory once its volumes are unmounted.
+	waitT(t, 2*time.Minute, "kubelet removes the writer's pod dir", func(ctx context.Context) (bool, string, error) {
+		out, err := env.Sh(ctx, "ls -d "+kubeenv.KubeletDir+"/pods/"+string(writer.UID)+" 2>/dev/null || true")
+		return err == nil && strings.TrimSpace(out) == "", "still there: " + out, err
+	})
 }
 
 // TestReadOnlyRefusesWrites: a readOnly claim source on an RWX claim, and a ReadOnlyMany claim, are
