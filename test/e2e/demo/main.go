@@ -71,7 +71,7 @@ func main() {
 
 func run(ctx context.Context) (err error) {
 	step("Starting a Kubernetes v1.37.1 control plane on the host (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) and a QEMU guest with a kernel NFS server")
-	e, err := kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Node: true, Logf: info})
+	e, err := kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Node: true, CPUs: 2, Logf: info})
 	if err != nil {
 		return err
 	}
@@ -284,6 +284,7 @@ func deletePod(ctx context.Context, e *kubeenv.Env) error {
 		return err
 	}
 	info("pod gone and its volume unmounted (NodeUnpublishVolume, NodeUnstageVolume) %.1fs after the delete", time.Since(t0).Seconds())
+	info("(the example pod's sleep ignores SIGTERM, so kubelet waits out its 30 s termination grace period first)")
 	return nil
 }
 
