@@ -14,6 +14,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/paddock-csi/paddock/pkg/volume"
 	"github.com/paddock-csi/paddock/test/e2e/kubeenv"
@@ -22,7 +23,7 @@ import (
 // A claim is provisioned into the directory its class's template names (namespace, a label and an
 // annotation of the claim), with the class's owner and mode, and its PV carries what Kubernetes needs.
 func TestProvisionTemplateOwnershipAndPV(t *testing.T) {
-	ns := namespace(t, "prov")
+	ns := env.NewNamespace(t, "prov")
 	sc := storageClass(t, "prov", classOpts{
 		params: map[string]string{
 			"server": kubeenv.Server, "share": kubeenv.ExportA,
@@ -39,7 +40,7 @@ func TestProvisionTemplateOwnershipAndPV(t *testing.T) {
 		modes:       []v1.PersistentVolumeAccessMode{v1.ReadWriteMany, v1.ReadOnlyMany},
 		size:        "3Gi",
 	})
-	pvc, pv := waitBound(t, ns, "data")
+	pvc, pv := env.WaitBound(t, ns, "data")
 	subDir := ns + "/shop-orders"
 	dir := kubeenv.ExportA + "/" + subDir
 
@@ -98,22 +99,22 @@ func TestProvisionTemplateOwnershipAndPV(t *testing.T) {
 
 	// Retain: deleting the claim and then the PV leaves the directory (and avoids leaking into other
 	// tests' listings, the directory is removed by hand).
-	deleteClaim(t, ns, "data")
-	waitPVPhase(t, pv.Name, v1.VolumeReleased)
+	env.DeleteClaim(t, ns, "data")
+	env.WaitPV(t, pv.Name, v1.VolumeReleased)
 	deletePV(t, pv.Name)
-	gsh(t, "rm -rf "+q(kubeenv.ExportA+"/"+ns))
+	env.ShT(t, "rm -rf "+kubeenv.Quote(kubeenv.ExportA+"/"+ns))
 }
 
 // Two classes on two exports of the same server: each claim's directory is on its own export only.
 func TestTwoClassesTwoExports(t *testing.T) {
-	ns := namespace(t, "exports")
+	ns := env.NewNamespace(t, "exports")
 	tmpl := "${pvc.metadata.namespace}-${pvc.metadata.name}"
 	a := storageClass(t, "export-a", classOpts{params: map[string]string{"server": kubeenv.Server, "share": kubeenv.ExportA, "subDir": tmpl}})
 	b := storageClass(t, "export-b", classOpts{params: map[string]string{"server": kubeenv.Server, "share": kubeenv.ExportB, "subDir": tmpl}})
 	createClaim(t, ns, "on-a", claimOpts{class: &a.Name})
 	createClaim(t, ns, "on-b", claimOpts{class: &b.Name})
-	_, pvA := waitBound(t, ns, "on-a")
-	_, pvB := waitBound(t, ns, "on-b")
+	_, pvA := env.WaitBound(t, ns, "on-a")
+	_, pvB := env.WaitBound(t, ns, "on-b")
 	for _, c := range []struct {
 		pv           *v1.PersistentVolume
 		dir, on, off string
@@ -136,32 +137,32 @@ func TestTwoClassesTwoExports(t *testing.T) {
 	if exists(t, kubeenv.ExportB+"/"+ns+"-on-a/f") {
 		t.Errorf("file written on %s shows on %s", kubeenv.ExportA, kubeenv.ExportB)
 	}
-	deleteClaim(t, ns, "on-a")
-	deleteClaim(t, ns, "on-b")
-	waitPVGone(t, pvA.Name)
-	waitPVGone(t, pvB.Name)
+	env.DeleteClaim(t, ns, "on-a")
+	env.DeleteClaim(t, ns, "on-b")
+	env.WaitPVGone(t, pvA.Name)
+	env.WaitPVGone(t, pvB.Name)
 }
 
 // WaitForFirstConsumer: the claim waits, unprovisioned, until a pod that uses it is scheduled; the
 // scheduler's selected-node annotation then triggers provisioning and the claim binds.
 func TestWaitForFirstConsumer(t *testing.T) {
-	ns := namespace(t, "wffc")
+	ns := env.NewNamespace(t, "wffc")
 	sc := storageClass(t, "wffc", classOpts{wffc: true, params: map[string]string{
 		"server": kubeenv.Server, "share": kubeenv.ExportA, "subDir": "${pvc.metadata.namespace}-${pvc.metadata.name}"}})
 	createClaim(t, ns, "late", claimOpts{class: &sc.Name})
 	dir := kubeenv.ExportA + "/" + ns + "-late"
 
 	// Pending and waiting for a consumer: the PV controller says so in an event.
-	waitT(t, phaseTimeout, "WaitForFirstConsumer event on the claim", func(ctx context.Context) (bool, string, error) {
-		for _, e := range events(ctx, ns, "PersistentVolumeClaim", "late") {
+	kubeenv.WaitT(t, kubeenv.PhaseTimeout, "WaitForFirstConsumer event on the claim", func(ctx context.Context) (bool, string, error) {
+		for _, e := range env.Events(ctx, ns, "PersistentVolumeClaim", "late") {
 			if e.Reason == "WaitForFirstConsumer" {
 				return true, "", nil
 			}
 		}
-		return false, "events: " + claimEvents(ctx, ns, "late"), nil
+		return false, "events: " + env.ClaimEvents(ctx, ns, "late"), nil
 	})
 	time.Sleep(3 * time.Second) // give a wrong provisioner time to act
-	ctx := ctxT(t, 5*time.Minute)
+	ctx := kubeenv.Context(t, 5*time.Minute)
 	pvc, err := env.Cluster.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, "late", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +181,7 @@ func TestWaitForFirstConsumer(t *testing.T) {
 				VolumeMounts: []v1.VolumeMount{{Name: "data", MountPath: "/data"}}}},
 			Volumes: []v1.Volume{{Name: "data", VolumeSource: v1.VolumeSource{
 				PersistentVolumeClaim: &v1.PersistentVolumeClaimVolumeSource{ClaimName: "late"}}}},
-			TerminationGracePeriodSeconds: ptr(int64(0)),
+			TerminationGracePeriodSeconds: ptr.To(int64(0)),
 		},
 	}
 	if _, err := env.Cluster.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -190,34 +191,34 @@ func TestWaitForFirstConsumer(t *testing.T) {
 		// No kubelet: a graceful delete would wait for ever.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		_ = env.Cluster.Client.CoreV1().Pods(ns).Delete(ctx, "consumer", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))})
+		_ = env.Cluster.Client.CoreV1().Pods(ns).Delete(ctx, "consumer", metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))})
 	})
-	pvc, pv := waitBound(t, ns, "late")
+	pvc, pv := env.WaitBound(t, ns, "late")
 	if got := pvc.Annotations["volume.kubernetes.io/selected-node"]; got != nodeName {
 		t.Errorf("claim's selected-node annotation %q, want the scheduler's choice %q", got, nodeName)
 	}
 	if !exists(t, dir) {
 		t.Errorf("%s not on the export after the claim bound to %s", dir, pv.Name)
 	}
-	waitT(t, phaseTimeout, "pod scheduled", func(ctx context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, kubeenv.PhaseTimeout, "pod scheduled", func(ctx context.Context) (bool, string, error) {
 		p, err := env.Cluster.Client.CoreV1().Pods(ns).Get(ctx, "consumer", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error(), nil
 		}
 		return p.Spec.NodeName == nodeName, fmt.Sprintf("nodeName %q, conditions %v", p.Spec.NodeName, p.Status.Conditions), nil
 	})
-	if err := env.Cluster.Client.CoreV1().Pods(ns).Delete(ctx, "consumer", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+	if err := env.Cluster.Client.CoreV1().Pods(ns).Delete(ctx, "consumer", metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
-	deleteClaim(t, ns, "late")
-	waitPVGone(t, pv.Name)
+	env.DeleteClaim(t, ns, "late")
+	env.WaitPVGone(t, pv.Name)
 	waitGuest(t, dir+" removed", func() (bool, string) { return !exists(t, dir), "still there" })
 }
 
 // A class with a bad parameter: the claim stays Pending with a Warning event naming the parameter, no
 // PV is made and nothing is created on the export.
 func TestBadParameterEvent(t *testing.T) {
-	ns := namespace(t, "badparam")
+	ns := env.NewNamespace(t, "badparam")
 	tmpl := "${pvc.metadata.namespace}/${pvc.metadata.name}"
 	cases := []struct {
 		name   string
@@ -239,21 +240,21 @@ func TestBadParameterEvent(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var msg string
-			waitT(t, phaseTimeout, "a ProvisioningFailed warning on claim "+c.name, func(ctx context.Context) (bool, string, error) {
-				for _, e := range events(ctx, ns, "PersistentVolumeClaim", c.name) {
+			kubeenv.WaitT(t, kubeenv.PhaseTimeout, "a ProvisioningFailed warning on claim "+c.name, func(ctx context.Context) (bool, string, error) {
+				for _, e := range env.Events(ctx, ns, "PersistentVolumeClaim", c.name) {
 					if e.Type == v1.EventTypeWarning && e.Reason == "ProvisioningFailed" {
 						msg = e.Message
 						return true, "", nil
 					}
 				}
-				return false, "events: " + claimEvents(ctx, ns, c.name), nil
+				return false, "events: " + env.ClaimEvents(ctx, ns, c.name), nil
 			})
 			for _, w := range c.want {
 				if !strings.Contains(msg, w) {
 					t.Errorf("event message does not name %q: %s", w, msg)
 				}
 			}
-			ctx := ctxT(t, time.Minute)
+			ctx := kubeenv.Context(t, time.Minute)
 			pvc, err := env.Cluster.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, c.name, metav1.GetOptions{})
 			if err != nil {
 				t.Fatal(err)
@@ -279,9 +280,9 @@ func TestBadParameterEvent(t *testing.T) {
 
 func deletePV(t *testing.T, name string) {
 	t.Helper()
-	ctx := ctxT(t, time.Minute)
+	ctx := kubeenv.Context(t, time.Minute)
 	if err := env.Cluster.Client.CoreV1().PersistentVolumes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete PV %s: %v", name, err)
 	}
-	waitPVGone(t, name)
+	env.WaitPVGone(t, name)
 }

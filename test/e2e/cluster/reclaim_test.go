@@ -20,7 +20,7 @@ import (
 // Reclaim policy Delete with each onDelete: the PV goes, and the directory is deleted (through the
 // trash and the reaper), archived with its content, or kept as it is.
 func TestDeleteClassOnDelete(t *testing.T) {
-	ns := namespace(t, "ondelete")
+	ns := env.NewNamespace(t, "ondelete")
 	for _, mode := range []string{"delete", "archive", "retain"} {
 		t.Run(mode, func(t *testing.T) {
 			sc := storageClass(t, "ondelete-"+mode, classOpts{params: map[string]string{
@@ -28,7 +28,7 @@ func TestDeleteClassOnDelete(t *testing.T) {
 				"subDir": "${pvc.metadata.namespace}/${pvc.metadata.name}"}})
 			name := "vol-" + mode
 			createClaim(t, ns, name, claimOpts{class: &sc.Name})
-			_, pv := waitBound(t, ns, name)
+			_, pv := env.WaitBound(t, ns, name)
 			if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimDelete {
 				t.Fatalf("PV reclaim policy %s, want Delete", pv.Spec.PersistentVolumeReclaimPolicy)
 			}
@@ -36,8 +36,8 @@ func TestDeleteClassOnDelete(t *testing.T) {
 			dir := kubeenv.ExportB + "/" + subDir
 			writeFile(t, dir+"/data/file.txt", "payload-"+mode)
 
-			deleteClaim(t, ns, name)
-			waitPVGone(t, pv.Name)
+			env.DeleteClaim(t, ns, name)
+			env.WaitPVGone(t, pv.Name)
 			switch mode {
 			case "delete":
 				waitGuest(t, dir+" gone from the export", func() (bool, string) { return !exists(t, dir), "still there" })
@@ -71,7 +71,7 @@ func TestDeleteClassOnDelete(t *testing.T) {
 				if got := readFile(t, dir+"/data/file.txt"); got != "payload-retain" {
 					t.Errorf("kept file content %q, want payload-retain", got)
 				}
-				gsh(t, "rm -rf "+q(dir))
+				env.ShT(t, "rm -rf "+kubeenv.Quote(dir))
 			}
 		})
 	}
@@ -79,15 +79,15 @@ func TestDeleteClassOnDelete(t *testing.T) {
 
 // Reclaim policy Retain: the PV stays Released with the data; deleting that PV by hand keeps the data.
 func TestRetainClass(t *testing.T) {
-	ns := namespace(t, "retain")
+	ns := env.NewNamespace(t, "retain")
 	sc := storageClass(t, "retain", classOpts{reclaim: v1.PersistentVolumeReclaimRetain, params: map[string]string{
 		"server": kubeenv.Server, "share": kubeenv.ExportA, "subDir": "${pvc.metadata.namespace}-${pvc.metadata.name}"}})
 	createClaim(t, ns, "keep", claimOpts{class: &sc.Name})
-	_, pv := waitBound(t, ns, "keep")
+	_, pv := env.WaitBound(t, ns, "keep")
 	dir := kubeenv.ExportA + "/" + ns + "-keep"
 	writeFile(t, dir+"/file.txt", "kept")
-	deleteClaim(t, ns, "keep")
-	pv = waitPVPhase(t, pv.Name, v1.VolumeReleased)
+	env.DeleteClaim(t, ns, "keep")
+	pv = env.WaitPV(t, pv.Name, v1.VolumeReleased)
 	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRetain {
 		t.Errorf("PV reclaim policy %s, want Retain", pv.Spec.PersistentVolumeReclaimPolicy)
 	}
@@ -105,21 +105,21 @@ func TestRetainClass(t *testing.T) {
 			t.Errorf("the hand-deleted Retain PV's directory went to the trash: %s", e)
 		}
 	}
-	gsh(t, "rm -rf "+q(dir))
+	env.ShT(t, "rm -rf "+kubeenv.Quote(dir))
 }
 
 // The class parameter reclaimPolicy: Recycle: the PV is Recycle; after the claim goes the directory is
 // emptied (kept, with its owner and mode), the PV is Available and a new claim binds to it; another
 // volume's data is untouched.
 func TestRecycleClass(t *testing.T) {
-	ns := namespace(t, "recycle")
+	ns := env.NewNamespace(t, "recycle")
 	sc := storageClass(t, "recycle", classOpts{reclaim: v1.PersistentVolumeReclaimRetain, params: map[string]string{
 		"server": kubeenv.Server, "share": kubeenv.ExportA, "subDir": "${pvc.metadata.namespace}/${pvc.metadata.name}",
 		"reclaimPolicy": "Recycle", "uid": "1000", "gid": "1000", "mode": "0750"}})
 	createClaim(t, ns, "first", claimOpts{class: &sc.Name, size: "2Gi"})
 	createClaim(t, ns, "other", claimOpts{class: &sc.Name, size: "5Gi"})
-	_, pv := waitBound(t, ns, "first")
-	_, otherPV := waitBound(t, ns, "other")
+	_, pv := env.WaitBound(t, ns, "first")
+	_, otherPV := env.WaitBound(t, ns, "other")
 	if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimRecycle {
 		t.Fatalf("PV reclaim policy %s, want Recycle (from the class parameter)", pv.Spec.PersistentVolumeReclaimPolicy)
 	}
@@ -127,10 +127,10 @@ func TestRecycleClass(t *testing.T) {
 	otherDir := kubeenv.ExportA + "/" + ns + "/other"
 	writeFile(t, dir+"/a.txt", "old")
 	writeFile(t, dir+"/sub/deep/b.txt", "old")
-	gsh(t, "ln -s /etc/passwd "+q(dir+"/link")+" && touch "+q(dir+"/.hidden"))
+	env.ShT(t, "ln -s /etc/passwd "+kubeenv.Quote(dir+"/link")+" && touch "+kubeenv.Quote(dir+"/.hidden"))
 	writeFile(t, otherDir+"/keep.txt", "other volume")
 
-	deleteClaim(t, ns, "first")
+	env.DeleteClaim(t, ns, "first")
 	pv = waitAvailable(t, pv.Name)
 	if got := ls(t, dir); len(got) != 0 {
 		t.Errorf("recycled directory still holds %v", got)
@@ -147,13 +147,13 @@ func TestRecycleClass(t *testing.T) {
 	if _, ok := pv.Annotations["paddock.dev/recycling"]; ok {
 		t.Errorf("recycled PV keeps the recycling hold annotation: %v", pv.Annotations)
 	}
-	waitT(t, phaseTimeout, "a Recycled event on the PV", func(ctx context.Context) (bool, string, error) {
-		for _, e := range events(ctx, metav1.NamespaceDefault, "PersistentVolume", pv.Name) {
+	kubeenv.WaitT(t, kubeenv.PhaseTimeout, "a Recycled event on the PV", func(ctx context.Context) (bool, string, error) {
+		for _, e := range env.Events(ctx, metav1.NamespaceDefault, "PersistentVolume", pv.Name) {
 			if e.Reason == "Recycled" {
 				return true, "", nil
 			}
 		}
-		return false, "events: " + pvEvents(ctx, pv.Name), nil
+		return false, "events: " + env.PVEvents(ctx, pv.Name), nil
 	})
 
 	// The provisioner bound the PV, so recycling clears the whole claimRef (not only its UID): a new
@@ -162,7 +162,7 @@ func TestRecycleClass(t *testing.T) {
 		t.Fatalf("recycled provisioned PV keeps claimRef %+v: it stays reserved for the deleted claim", pv.Spec.ClaimRef)
 	}
 	createClaim(t, ns, "second", claimOpts{class: &sc.Name, size: "2Gi"})
-	_, again := waitBound(t, ns, "second")
+	_, again := env.WaitBound(t, ns, "second")
 	if again.Name != pv.Name {
 		t.Errorf("new claim bound to %s, want the recycled %s", again.Name, pv.Name)
 	}
@@ -176,26 +176,26 @@ func TestRecycleClass(t *testing.T) {
 		}
 	}
 	// Recycle again, then retire the PVs (Recycle PVs are never deleted by Paddock).
-	deleteClaim(t, ns, "second")
+	env.DeleteClaim(t, ns, "second")
 	waitAvailable(t, pv.Name)
 	if got := ls(t, dir); len(got) != 0 {
 		t.Errorf("directory after the second recycle holds %v", got)
 	}
-	deleteClaim(t, ns, "other")
+	env.DeleteClaim(t, ns, "other")
 	waitAvailable(t, otherPV.Name)
 	deletePV(t, pv.Name)
 	deletePV(t, otherPV.Name)
-	gsh(t, "rm -rf "+q(kubeenv.ExportA+"/"+ns))
+	env.ShT(t, "rm -rf "+kubeenv.Quote(kubeenv.ExportA+"/"+ns))
 }
 
 // An administrator's static PV with reclaim policy Recycle over an existing directory of the export
 // (volumeAttributes as in deploy/examples/static-pv-recycle.yaml): recycled like a provisioned one.
 func TestStaticRecyclePV(t *testing.T) {
-	ns := namespace(t, "static")
+	ns := env.NewNamespace(t, "static")
 	subDir := ns + "-scratch"
 	dir := kubeenv.ExportB + "/" + subDir
 	neighbour := kubeenv.ExportB + "/" + ns + "-neighbour"
-	gsh(t, "mkdir -p "+q(dir)+" && chown 1000:1000 "+q(dir)+" && chmod 0775 "+q(dir))
+	env.ShT(t, "mkdir -p "+kubeenv.Quote(dir)+" && chown 1000:1000 "+kubeenv.Quote(dir)+" && chmod 0775 "+kubeenv.Quote(dir))
 	writeFile(t, dir+"/results/run1.csv", "1,2,3")
 	writeFile(t, neighbour+"/keep.txt", "neighbour")
 
@@ -215,7 +215,7 @@ func TestStaticRecyclePV(t *testing.T) {
 			}},
 		},
 	}
-	ctx := ctxT(t, 10*time.Minute)
+	ctx := kubeenv.Context(t, 10*time.Minute)
 	if _, err := env.Cluster.Client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -225,8 +225,8 @@ func TestStaticRecyclePV(t *testing.T) {
 		_ = env.Cluster.Client.CoreV1().PersistentVolumes().Delete(ctx, pvName, metav1.DeleteOptions{})
 	})
 	createClaim(t, ns, "scratch", claimOpts{volumeName: pvName, size: "10Gi"})
-	waitBound(t, ns, "scratch")
-	deleteClaim(t, ns, "scratch")
+	env.WaitBound(t, ns, "scratch")
+	env.DeleteClaim(t, ns, "scratch")
 	got := waitAvailable(t, pvName)
 	if names := ls(t, dir); len(names) != 0 {
 		t.Errorf("recycled static directory holds %v", names)
@@ -242,9 +242,9 @@ func TestStaticRecyclePV(t *testing.T) {
 	}
 	// Bound again by a new claim.
 	createClaim(t, ns, "scratch2", claimOpts{volumeName: pvName, size: "10Gi"})
-	waitBound(t, ns, "scratch2")
+	env.WaitBound(t, ns, "scratch2")
 	writeFile(t, dir+"/new.txt", "new")
-	deleteClaim(t, ns, "scratch2")
+	env.DeleteClaim(t, ns, "scratch2")
 	waitAvailable(t, pvName)
 	if names := ls(t, dir); len(names) != 0 {
 		t.Errorf("directory after the second recycle holds %v", names)
@@ -253,13 +253,13 @@ func TestStaticRecyclePV(t *testing.T) {
 		t.Errorf("neighbouring directory changed: %v", ls(t, neighbour))
 	}
 	deletePV(t, pvName)
-	gsh(t, "rm -rf "+q(dir)+" "+q(neighbour))
+	env.ShT(t, "rm -rf "+kubeenv.Quote(dir)+" "+kubeenv.Quote(neighbour))
 }
 
 // waitAvailable waits until a recycled PV is Available with no claim UID.
 func waitAvailable(t *testing.T, name string) *v1.PersistentVolume {
 	t.Helper()
-	pv := waitPVPhase(t, name, v1.VolumeAvailable)
+	pv := env.WaitPV(t, name, v1.VolumeAvailable)
 	if pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.UID != "" {
 		t.Errorf("Available PV %s still names claim %s/%s (uid %s)", name, pv.Spec.ClaimRef.Namespace, pv.Spec.ClaimRef.Name, pv.Spec.ClaimRef.UID)
 	}

@@ -23,10 +23,10 @@ import (
 // claim, each with a ready claim record.
 func TestControllerRestartMidProvisioning(t *testing.T) {
 	const n = 20
-	ns := namespace(t, "restart")
+	ns := env.NewNamespace(t, "restart")
 	sc := storageClass(t, "restart", classOpts{params: map[string]string{
 		"server": kubeenv.Server, "share": kubeenv.ExportB, "subDir": "${pvc.metadata.namespace}/${pv.metadata.name}"}})
-	ctx := ctxT(t, 15*time.Minute)
+	ctx := kubeenv.Context(t, 15*time.Minute)
 	cs := env.Cluster.Client
 	names := make([]string, n)
 	for i := range names {
@@ -58,7 +58,7 @@ func TestControllerRestartMidProvisioning(t *testing.T) {
 		}
 		return out, nil
 	}
-	waitT(t, bindTimeout, "the first PV of the burst", func(ctx context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, kubeenv.BindTimeout, "the first PV of the burst", func(ctx context.Context) (bool, string, error) {
 		pvs, err := classPVs(ctx)
 		return err == nil && len(pvs) > 0, fmt.Sprintf("%d PVs (%v)", len(pvs), err), nil
 	})
@@ -66,14 +66,14 @@ func TestControllerRestartMidProvisioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	pvs, _ := classPVs(ctx)
-	dirs := gsh(t, "ls -A1 "+q(kubeenv.ExportB+"/"+ns)+" 2>/dev/null || true")
+	dirs := env.ShT(t, "ls -A1 "+kubeenv.Quote(kubeenv.ExportB+"/"+ns)+" 2>/dev/null || true")
 	t.Logf("controller killed with %d of %d PVs made and %d directories on the export", len(pvs), n, len(strings.Fields(dirs)))
 	if err := startController(ctx); err != nil {
 		t.Fatalf("restarting the controller: %v", err)
 	}
 
 	// Every claim Bound (the restarted controller first waits for the killed one's Lease to expire).
-	waitT(t, 2*bindTimeout, "all claims Bound", func(ctx context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, 2*kubeenv.BindTimeout, "all claims Bound", func(ctx context.Context) (bool, string, error) {
 		l, err := cs.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err.Error(), nil
@@ -131,7 +131,7 @@ func TestControllerRestartMidProvisioning(t *testing.T) {
 	if err := cs.CoreV1().PersistentVolumeClaims(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitT(t, 2*phaseTimeout, "the class's PVs deleted", func(ctx context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, 2*kubeenv.PhaseTimeout, "the class's PVs deleted", func(ctx context.Context) (bool, string, error) {
 		pvs, err := classPVs(ctx)
 		return err == nil && len(pvs) == 0, fmt.Sprintf("%d PVs left (%v)", len(pvs), err), nil
 	})

@@ -1,8 +1,10 @@
-// Package kubeenv is the harness shared by the cluster end-to-end tests (test/e2e/cluster) and the demo
-// (test/e2e/demo): a real control plane on the host (test/cluster), a QEMU guest with a kernel NFS
-// server (test/vm), Paddock's deploy/kubernetes base applied for real, and paddock processes in the
-// guest that reach the API server through QEMU's user network (10.0.2.2) with the token of the
-// ServiceAccount the manifests create, so the manifests' RBAC is what they run with.
+// Package kubeenv is the harness shared by the cluster and kubelet end-to-end tiers (test/e2e/cluster,
+// test/e2e/kubelet) and the demo (test/e2e/demo): a real control plane on the host (test/cluster), a
+// QEMU guest with a kernel NFS server (test/vm), Paddock's deploy/kubernetes base applied for real, and
+// paddock processes in the guest that reach the API server through QEMU's user network (10.0.2.2) with
+// the token of the ServiceAccount the manifests create, so the manifests' RBAC is what they run with.
+// The guest can also be made a Kubernetes node (node.go). testing.go holds the helpers both tiers'
+// tests use.
 package kubeenv
 
 import (
@@ -14,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +66,7 @@ type Env struct {
 	Repo     string
 	ShareDir string // host side of GuestShare
 	logf     func(string, ...any)
+	seq      atomic.Int64 // numbers the names of the tests' objects (uniqueName)
 }
 
 // Start boots the control plane (with kube-scheduler) and the guest in parallel and copies paddock
@@ -211,7 +215,7 @@ func (e *Env) StartPaddock(ctx context.Context, name, sock string, args ...strin
 	pidFile := RunDir + "/" + name + ".pid"
 	q := make([]string, len(args))
 	for i, a := range args {
-		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		q[i] = Quote(a)
 	}
 	script := "mkdir -p " + RunDir + " && echo $$ > " + pidFile + " && exec " + Paddock + " " + strings.Join(q, " ")
 	if err := e.Guest.Spawn(ctx, name, []string{"/bin/sh", "-c", script}, nil); err != nil {

@@ -5,83 +5,35 @@ package kubelet
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/paddock-csi/paddock/pkg/volume"
 	"github.com/paddock-csi/paddock/test/e2e/kubeenv"
 )
 
-// Waits are generous (the node is emulated, on one vCPU, and shares two host cores with the control
-// plane) but bounded; a timeout reports what was last seen.
-const (
-	bindTimeout = 3 * time.Minute
-	podTimeout  = 4 * time.Minute
-)
+// podTimeout bounds a pod's start, run and deletion: generous (the node is emulated and shares two
+// host cores with the control plane) but bounded; a timeout reports what was last seen.
+const podTimeout = 4 * time.Minute
 
 // export is the export the tier's classes use, as the NFS server sees it.
 const export = kubeenv.ExportA
-
-func ptr[T any](v T) *T { return &v }
-
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-var seq atomic.Int64
-
-func namespace(t *testing.T, prefix string) string {
-	t.Helper()
-	name := fmt.Sprintf("%s-%d", prefix, seq.Add(1))
-	if _, err := env.Cluster.Client.CoreV1().Namespaces().Create(ctxT(t, time.Minute), &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = env.Cluster.Client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
-	})
-	return name
-}
 
 // storageClass creates a class on the guest's NFS server as pods reach it (kubeenv.NFSServer) with
 // the volume directory named after the claim; params add to or override those.
 func storageClass(t *testing.T, prefix string, reclaim v1.PersistentVolumeReclaimPolicy, params map[string]string) *storagev1.StorageClass {
 	t.Helper()
 	p := map[string]string{"server": kubeenv.NFSServer, "share": export, "subDir": "${pvc.metadata.namespace}-${pvc.metadata.name}"}
-	for k, v := range params {
-		p[k] = v
-	}
-	mode := storagev1.VolumeBindingImmediate
-	sc := &storagev1.StorageClass{
-		ObjectMeta:        metav1.ObjectMeta{Name: fmt.Sprintf("%s-%d", prefix, seq.Add(1))},
-		Provisioner:       kubeenv.Driver,
-		Parameters:        p,
-		ReclaimPolicy:     &reclaim,
-		MountOptions:      []string{"nfsvers=4.2"},
-		VolumeBindingMode: &mode,
-	}
-	sc, err := env.Cluster.Client.StorageV1().StorageClasses().Create(ctxT(t, time.Minute), sc, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("storageclass: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = env.Cluster.Client.StorageV1().StorageClasses().Delete(ctx, sc.Name, metav1.DeleteOptions{})
-	})
-	return sc
+	maps.Copy(p, params)
+	return env.NewStorageClass(t, prefix, &storagev1.StorageClass{Parameters: p, ReclaimPolicy: &reclaim, MountOptions: []string{"nfsvers=4.2"}})
 }
 
 func createClaim(t *testing.T, ns, name, class string, mode v1.PersistentVolumeAccessMode) {
@@ -92,71 +44,17 @@ func createClaim(t *testing.T, ns, name, class string, mode v1.PersistentVolumeA
 // createClaimOf creates a claim, for the PV pvName if it is not empty.
 func createClaimOf(t *testing.T, ns, name, class string, mode v1.PersistentVolumeAccessMode, pvName string) {
 	t.Helper()
-	pvc := &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: v1.PersistentVolumeClaimSpec{
-			AccessModes:      []v1.PersistentVolumeAccessMode{mode},
-			StorageClassName: &class,
-			VolumeName:       pvName,
-			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
-		},
-	}
-	if _, err := env.Cluster.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctxT(t, time.Minute), pvc, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create claim %s/%s: %v", ns, name, err)
-	}
+	pvc := kubeenv.Claim(ns, name, class, "1Gi", mode)
+	pvc.Spec.VolumeName = pvName
+	env.CreateClaim(t, pvc)
 }
 
-// waitBound waits for the claim to be Bound and returns its PV.
-func waitBound(t *testing.T, ns, name string) *v1.PersistentVolume {
+// boundDir waits for the claim to be Bound and returns its PV and the PV's volume directory (relative
+// to the export).
+func boundDir(t *testing.T, ns, name string) (*v1.PersistentVolume, string) {
 	t.Helper()
-	var pv *v1.PersistentVolume
-	waitT(t, bindTimeout, "claim "+ns+"/"+name+" Bound", func(ctx context.Context) (bool, string, error) {
-		pvc, err := env.Cluster.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		if pvc.Status.Phase != v1.ClaimBound {
-			return false, fmt.Sprintf("phase %s; events: %s", pvc.Status.Phase, events(ctx, ns, name)), nil
-		}
-		pv, err = env.Cluster.Client.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
-		return err == nil, fmt.Sprint(err), nil
-	})
-	return pv
-}
-
-func deleteClaim(t *testing.T, ns, name string) {
-	t.Helper()
-	if err := env.Cluster.Client.CoreV1().PersistentVolumeClaims(ns).Delete(ctxT(t, time.Minute), name, metav1.DeleteOptions{}); err != nil {
-		t.Fatalf("delete claim %s/%s: %v", ns, name, err)
-	}
-	waitT(t, bindTimeout, "claim "+ns+"/"+name+" gone", func(ctx context.Context) (bool, string, error) {
-		pvc, err := env.Cluster.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return true, "", nil
-		}
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		return false, fmt.Sprintf("phase %s, finalizers %v", pvc.Status.Phase, pvc.Finalizers), nil
-	})
-}
-
-// waitPV waits until the PV is gone (phase "") or in phase.
-func waitPV(t *testing.T, name string, phase v1.PersistentVolumePhase) *v1.PersistentVolume {
-	t.Helper()
-	var pv *v1.PersistentVolume
-	waitT(t, bindTimeout, "PV "+name+" "+string(phase), func(ctx context.Context) (bool, string, error) {
-		var err error
-		pv, err = env.Cluster.Client.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return phase == "", "gone", nil
-		}
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		return pv.Status.Phase == phase, fmt.Sprintf("phase %s (%s); events: %s", pv.Status.Phase, pv.Status.Message, events(ctx, "default", name)), nil
-	})
-	return pv
+	_, pv := env.WaitBound(t, ns, name)
+	return pv, volumeDir(t, pv)
 }
 
 type podOpts struct {
@@ -175,9 +73,9 @@ func startPod(t *testing.T, ns, name, claim, script string, o podOpts) {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: v1.PodSpec{
 			RestartPolicy:                 o.restart,
-			TerminationGracePeriodSeconds: ptr(int64(2)),
+			TerminationGracePeriodSeconds: ptr.To(int64(2)),
 			SecurityContext:               o.sc,
-			AutomountServiceAccountToken:  ptr(false),
+			AutomountServiceAccountToken:  ptr.To(false),
 			Containers: []v1.Container{{
 				Name: "work", Image: kubeenv.BusyboxImage, ImagePullPolicy: v1.PullNever,
 				Command:      []string{"sh", "-c", script},
@@ -188,7 +86,7 @@ func startPod(t *testing.T, ns, name, claim, script string, o podOpts) {
 			}}},
 		},
 	}
-	if _, err := env.Cluster.Client.CoreV1().Pods(ns).Create(ctxT(t, time.Minute), pod, metav1.CreateOptions{}); err != nil {
+	if _, err := env.Cluster.Client.CoreV1().Pods(ns).Create(kubeenv.Context(t, time.Minute), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create pod %s/%s: %v", ns, name, err)
 	}
 }
@@ -197,7 +95,7 @@ func startPod(t *testing.T, ns, name, claim, script string, o podOpts) {
 func waitPod(t *testing.T, ns, name string, phases ...v1.PodPhase) *v1.Pod {
 	t.Helper()
 	var pod *v1.Pod
-	waitT(t, podTimeout, fmt.Sprintf("pod %s/%s %v", ns, name, phases), func(ctx context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, podTimeout, fmt.Sprintf("pod %s/%s %v", ns, name, phases), func(ctx context.Context) (bool, string, error) {
 		var err error
 		pod, err = env.Cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -208,7 +106,7 @@ func waitPod(t *testing.T, ns, name string, phases ...v1.PodPhase) *v1.Pod {
 				return true, "", nil
 			}
 		}
-		return false, fmt.Sprintf("phase %s; events: %s", pod.Status.Phase, events(ctx, ns, name)), nil
+		return false, fmt.Sprintf("phase %s; events: %s", pod.Status.Phase, env.PodEvents(ctx, ns, name)), nil
 	})
 	return pod
 }
@@ -232,7 +130,7 @@ func runPod(t *testing.T, ns, name, claim, script string, o podOpts) (v1.PodPhas
 
 func podLog(t *testing.T, pod *v1.Pod) string {
 	t.Helper()
-	out, err := env.PodLog(ctxT(t, time.Minute), pod, pod.Spec.Containers[0].Name)
+	out, err := env.PodLog(kubeenv.Context(t, time.Minute), pod, pod.Spec.Containers[0].Name)
 	if err != nil {
 		t.Fatalf("log of %s/%s: %v", pod.Namespace, pod.Name, err)
 	}
@@ -243,54 +141,18 @@ func podLog(t *testing.T, pod *v1.Pod) string {
 func deletePod(t *testing.T, ns, name string, timeout time.Duration) time.Duration {
 	t.Helper()
 	t0 := time.Now()
-	if err := env.Cluster.Client.CoreV1().Pods(ns).Delete(ctxT(t, time.Minute), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	pods := env.Cluster.Client.CoreV1().Pods(ns)
+	if err := pods.Delete(kubeenv.Context(t, time.Minute), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatalf("delete pod %s/%s: %v", ns, name, err)
 	}
-	waitT(t, timeout, "pod "+ns+"/"+name+" gone", func(ctx context.Context) (bool, string, error) {
-		p, err := env.Cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return true, "", nil
-		}
+	kubeenv.WaitGone(t, timeout, "pod "+ns+"/"+name+" gone", func(ctx context.Context) (string, error) {
+		p, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return false, err.Error(), nil
+			return "", err
 		}
-		return false, fmt.Sprintf("phase %s, deletion since %v", p.Status.Phase, p.DeletionTimestamp), nil
+		return fmt.Sprintf("phase %s, deletion since %v; events: %s", p.Status.Phase, p.DeletionTimestamp, env.PodEvents(ctx, ns, name)), nil
 	})
 	return time.Since(t0)
-}
-
-func events(ctx context.Context, ns, name string) string {
-	evs, err := env.Cluster.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
-	if err != nil {
-		return err.Error()
-	}
-	sort.Slice(evs.Items, func(i, j int) bool { return evs.Items[i].LastTimestamp.Before(&evs.Items[j].LastTimestamp) })
-	var b []string
-	for _, e := range evs.Items {
-		b = append(b, fmt.Sprintf("%s %s: %s", e.Type, e.Reason, e.Message))
-	}
-	if len(b) > 6 {
-		b = b[len(b)-6:]
-	}
-	return strings.Join(b, " | ")
-}
-
-func waitT(t *testing.T, timeout time.Duration, what string, cond func(context.Context) (bool, string, error)) {
-	t.Helper()
-	if err := kubeenv.WaitFor(context.Background(), timeout, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-// gsh runs a shell script on the node (the guest, which is also the NFS server) and fails the test
-// on a non-zero exit.
-func gsh(t *testing.T, script string) string {
-	t.Helper()
-	out, err := env.Sh(ctxT(t, 2*time.Minute), script)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // server is the path of a volume's directory (relative to the export) as the NFS server sees it.
@@ -312,7 +174,7 @@ func volumeDir(t *testing.T, pv *v1.PersistentVolume) string {
 // nfsMountsUnderKubelet lists the NFS mounts under kubelet's root dir.
 func nfsMountsUnderKubelet(t *testing.T) string {
 	t.Helper()
-	return strings.TrimSpace(gsh(t, "awk '$2 ~ \"^"+kubeenv.KubeletDir+"/\" && $3 ~ /^nfs/ {print $1\" \"$2\" \"$3\" \"$4}' /proc/self/mounts"))
+	return strings.TrimSpace(env.ShT(t, "awk '$2 ~ \"^"+kubeenv.KubeletDir+"/\" && $3 ~ /^nfs/ {print $1\" \"$2\" \"$3\" \"$4}' /proc/self/mounts"))
 }
 
 // waitNoKubeletMounts waits until kubelet has unmounted every NFS mount under its root dir: the
@@ -320,7 +182,7 @@ func nfsMountsUnderKubelet(t *testing.T) string {
 // (NodeUnstageVolume, which kubelet calls shortly after a volume's last pod on the node is gone).
 func waitNoKubeletMounts(t *testing.T) {
 	t.Helper()
-	waitT(t, 2*time.Minute, "no NFS mount under kubelet's root", func(context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, 2*time.Minute, "no NFS mount under kubelet's root", func(context.Context) (bool, string, error) {
 		m := nfsMountsUnderKubelet(t)
 		return m == "", "still mounted:\n" + m, nil
 	})

@@ -16,7 +16,7 @@ import (
 // TestPluginRegisteredWithKubelet: the node plugin pod registered itself (no registrar sidecar) and
 // kubelet published the driver in CSINode and in the Node's annotation, with the node's ID.
 func TestPluginRegisteredWithKubelet(t *testing.T) {
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := kubeenv.Context(t, 2*time.Minute)
 	ds, err := env.Cluster.Client.AppsV1().DaemonSets(kubeenv.Namespace).Get(ctx, "paddock-node", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -54,8 +54,8 @@ func TestPluginRegisteredWithKubelet(t *testing.T) {
 			node.Annotations["csi.volume.kubernetes.io/nodeid"], err, kubeenv.Driver, kubeenv.NodeName)
 	}
 	// The socket kubelet watches, in kubelet's own plugins_registry, and the plugin's verdict on it.
-	gsh(t, "test -S "+kubeenv.KubeletDir+"/plugins_registry/"+kubeenv.Driver+"-reg.sock")
-	if out := gsh(t, "wget -q -O - http://127.0.0.1:9810/healthz"); !strings.Contains(out, "ok") {
+	env.ShT(t, "test -S "+kubeenv.KubeletDir+"/plugins_registry/"+kubeenv.Driver+"-reg.sock")
+	if out := env.ShT(t, "wget -q -O - http://127.0.0.1:9810/healthz"); !strings.Contains(out, "ok") {
 		t.Errorf("node /healthz: %q", out)
 	}
 }

@@ -9,13 +9,15 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/paddock-csi/paddock/test/e2e/kubeenv"
 )
 
 // TestReclaimFollowsTheClass: a pod writes into a claim, the pod and then the claim are deleted, and
 // the volume's directory on the server is what the class's reclaim policy says: gone (Delete), kept
 // with its data (Retain), or emptied and handed to a second claim whose pod sees it empty (Recycle).
 func TestReclaimFollowsTheClass(t *testing.T) {
-	ns := namespace(t, "reclaim")
+	ns := env.NewNamespace(t, "reclaim")
 	cases := []struct {
 		name    string
 		reclaim v1.PersistentVolumeReclaimPolicy
@@ -30,37 +32,36 @@ func TestReclaimFollowsTheClass(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			sc := storageClass(t, "reclaim-"+c.name, c.reclaim, c.params)
 			createClaim(t, ns, c.name, sc.Name, v1.ReadWriteOnce)
-			pv := waitBound(t, ns, c.name)
-			dir := volumeDir(t, pv)
+			pv, dir := boundDir(t, ns, c.name)
 			if phase, log := runPod(t, ns, c.name+"-writer", c.name, "echo kept > /data/file && sync", podOpts{}); phase != v1.PodSucceeded {
 				t.Fatalf("writer: %s %q", phase, log)
 			}
 			deletePod(t, ns, c.name+"-writer", podTimeout)
-			if got := strings.TrimSpace(gsh(t, "cat "+server(dir)+"/file")); got != "kept" {
+			if got := strings.TrimSpace(env.ShT(t, "cat "+server(dir)+"/file")); got != "kept" {
 				t.Fatalf("server has %q in the volume before reclaim", got)
 			}
-			deleteClaim(t, ns, c.name)
+			env.DeleteClaim(t, ns, c.name)
 			switch c.name {
 			case "delete":
-				waitPV(t, pv.Name, "")
-				if out := gsh(t, "test -e "+server(dir)+" && echo present || echo absent"); strings.TrimSpace(out) != "absent" {
+				env.WaitPVGone(t, pv.Name)
+				if out := env.ShT(t, "test -e "+server(dir)+" && echo present || echo absent"); strings.TrimSpace(out) != "absent" {
 					t.Errorf("volume directory %s still on the server after Delete", dir)
 				}
 			case "retain":
-				waitPV(t, pv.Name, v1.VolumeReleased)
-				if got := strings.TrimSpace(gsh(t, "cat "+server(dir)+"/file")); got != "kept" {
+				env.WaitPV(t, pv.Name, v1.VolumeReleased)
+				if got := strings.TrimSpace(env.ShT(t, "cat "+server(dir)+"/file")); got != "kept" {
 					t.Errorf("Retain: server has %q, want the data kept", got)
 				}
-				ctx := ctxT(t, time.Minute)
+				ctx := kubeenv.Context(t, time.Minute)
 				_ = env.Cluster.Client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{})
 			case "recycle":
-				waitPV(t, pv.Name, v1.VolumeAvailable)
-				if out := strings.TrimSpace(gsh(t, "ls -A "+server(dir))); out != "" {
+				env.WaitPV(t, pv.Name, v1.VolumeAvailable)
+				if out := strings.TrimSpace(env.ShT(t, "ls -A "+server(dir))); out != "" {
 					t.Errorf("Recycle: the directory on the server still holds %q", out)
 				}
 				claim2 := c.name + "-again"
 				createClaimOf(t, ns, claim2, sc.Name, v1.ReadWriteOnce, pv.Name)
-				if pv2 := waitBound(t, ns, claim2); pv2.Name != pv.Name {
+				if _, pv2 := env.WaitBound(t, ns, claim2); pv2.Name != pv.Name {
 					t.Fatalf("second claim bound %s, want the recycled %s", pv2.Name, pv.Name)
 				}
 				phase, log := runPod(t, ns, c.name+"-reader", claim2, "ls -A /data; echo END", podOpts{})
@@ -68,9 +69,9 @@ func TestReclaimFollowsTheClass(t *testing.T) {
 					t.Errorf("pod on the recycled volume: %s, log %q; want an empty directory", phase, log)
 				}
 				deletePod(t, ns, c.name+"-reader", podTimeout)
-				deleteClaim(t, ns, claim2)
-				ctx := ctxT(t, time.Minute)
-				waitPV(t, pv.Name, v1.VolumeAvailable)
+				env.DeleteClaim(t, ns, claim2)
+				ctx := kubeenv.Context(t, time.Minute)
+				env.WaitPV(t, pv.Name, v1.VolumeAvailable)
 				_ = env.Cluster.Client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{})
 			}
 		})

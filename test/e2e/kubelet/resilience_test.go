@@ -13,6 +13,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/paddock-csi/paddock/pkg/provisioner"
 	"github.com/paddock-csi/paddock/test/e2e/kubeenv"
@@ -24,7 +25,7 @@ const ticker = "i=0; while :; do i=$((i+1)); echo $i >> /data/ticks; sleep 0.2; 
 // ticks reads the ticker's file on the server and checks it is the unbroken sequence 1..n.
 func ticks(t *testing.T, dir string) int {
 	t.Helper()
-	out := strings.Fields(gsh(t, "cat "+server(dir)+"/ticks 2>/dev/null || true"))
+	out := strings.Fields(env.ShT(t, "cat "+server(dir)+"/ticks 2>/dev/null || true"))
 	for i, f := range out {
 		if f != strconv.Itoa(i+1) {
 			t.Fatalf("ticks on the server break at line %d: %q (lost or repeated writes)", i+1, f)
@@ -36,11 +37,25 @@ func ticks(t *testing.T, dir string) int {
 func waitTicksPast(t *testing.T, dir string, n int) int {
 	t.Helper()
 	var got int
-	waitT(t, 2*time.Minute, fmt.Sprintf("ticks past %d", n), func(context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, 2*time.Minute, fmt.Sprintf("ticks past %d", n), func(context.Context) (bool, string, error) {
 		got = ticks(t, dir)
 		return got > n, fmt.Sprintf("%d ticks", got), nil
 	})
 	return got
+}
+
+// startTicker makes a namespace (prefix-<n>), an RWX claim "data" of a new class (prefix-<n>) in it,
+// and a pod "ticker" that runs the ticker on it; once the pod is Running and the server has more than
+// 3 ticks, it returns the namespace, the volume's directory and the ticks so far.
+func startTicker(t *testing.T, prefix string) (ns, dir string, n int) {
+	t.Helper()
+	ns = env.NewNamespace(t, prefix)
+	sc := storageClass(t, prefix, v1.PersistentVolumeReclaimDelete, nil)
+	createClaim(t, ns, "data", sc.Name, v1.ReadWriteMany)
+	_, dir = boundDir(t, ns, "data")
+	startPod(t, ns, "ticker", "data", ticker, podOpts{})
+	waitPod(t, ns, "ticker", v1.PodRunning)
+	return ns, dir, waitTicksPast(t, dir, 3)
 }
 
 // TestNodePluginRestartUnderLivePod: the node plugin's pod is deleted and recreated by its DaemonSet
@@ -48,20 +63,14 @@ func waitTicksPast(t *testing.T, dir string, n int) int {
 // not in the plugin's container, so its writes go on without a gap; once the plugin is back, a new
 // pod on the same claim starts and sees the same data.
 func TestNodePluginRestartUnderLivePod(t *testing.T) {
-	ns := namespace(t, "plugin-restart")
-	sc := storageClass(t, "plugin-restart", v1.PersistentVolumeReclaimDelete, nil)
-	createClaim(t, ns, "data", sc.Name, v1.ReadWriteMany)
-	dir := volumeDir(t, waitBound(t, ns, "data"))
-	startPod(t, ns, "ticker", "data", ticker, podOpts{})
-	waitPod(t, ns, "ticker", v1.PodRunning)
-	before := waitTicksPast(t, dir, 3)
+	ns, dir, before := startTicker(t, "plugin-restart")
 
-	ctx := ctxT(t, 5*time.Minute)
+	ctx := kubeenv.Context(t, 5*time.Minute)
 	old := pluginPod(t, ctx)
 	if err := env.Cluster.Client.CoreV1().Pods(kubeenv.Namespace).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitT(t, 3*time.Minute, "a new node plugin pod Ready", func(ctx context.Context) (bool, string, error) {
+	kubeenv.WaitT(t, 3*time.Minute, "a new node plugin pod Ready", func(ctx context.Context) (bool, string, error) {
 		p := pluginPodOrNil(ctx)
 		if p == nil || p.UID == old.UID {
 			return false, "old pod still there or no new pod yet", nil
@@ -110,9 +119,9 @@ func pluginPod(t *testing.T, ctx context.Context) *v1.Pod {
 // directory left over.
 func TestControllerFailoverMidProvisioning(t *testing.T) {
 	const n = 6
-	ns := namespace(t, "failover")
+	ns := env.NewNamespace(t, "failover")
 	sc := storageClass(t, "failover", v1.PersistentVolumeReclaimDelete, nil)
-	ctx := ctxT(t, 10*time.Minute)
+	ctx := kubeenv.Context(t, 10*time.Minute)
 	leases := env.Cluster.Client.CoordinationV1().Leases(kubeenv.Namespace)
 	leaseName := provisioner.LeaseName(kubeenv.Driver)
 	lease, err := leases.Get(ctx, leaseName, metav1.GetOptions{})
@@ -123,15 +132,14 @@ func TestControllerFailoverMidProvisioning(t *testing.T) {
 	for i := range n {
 		createClaim(t, ns, fmt.Sprintf("c%d", i), sc.Name, v1.ReadWriteMany)
 	}
-	if err := env.Cluster.Client.CoreV1().Pods(kubeenv.Namespace).Delete(ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+	if err := env.Cluster.Client.CoreV1().Pods(kubeenv.Namespace).Delete(ctx, leader, metav1.DeleteOptions{GracePeriodSeconds: ptr.To(int64(0))}); err != nil {
 		t.Fatalf("kill leader %s: %v", leader, err)
 	}
 	t0 := time.Now()
 	dirs := map[string]string{}
 	for i := range n {
 		name := fmt.Sprintf("c%d", i)
-		pv := waitBound(t, ns, name)
-		d := volumeDir(t, pv)
+		_, d := boundDir(t, ns, name)
 		if other, dup := dirs[d]; dup {
 			t.Errorf("claims %s and %s share the directory %s", other, name, d)
 		}
@@ -155,7 +163,7 @@ func TestControllerFailoverMidProvisioning(t *testing.T) {
 	if count != n {
 		t.Errorf("%d PVs of class %s, want %d (one per claim)", count, sc.Name, n)
 	}
-	onServer := strings.Fields(gsh(t, "cd "+export+" && ls -d "+ns+"-* 2>/dev/null || true"))
+	onServer := strings.Fields(env.ShT(t, "cd "+export+" && ls -d "+ns+"-* 2>/dev/null || true"))
 	if len(onServer) != n {
 		t.Errorf("server has %d directories for the namespace, want %d: %v", len(onServer), n, onServer)
 	}
@@ -168,22 +176,16 @@ func TestControllerFailoverMidProvisioning(t *testing.T) {
 // deleted. Once the server is back, the deletion completes within a bounded time, and nothing is
 // left mounted under kubelet's root.
 func TestServerDownPodDeletion(t *testing.T) {
-	ns := namespace(t, "server-down")
-	sc := storageClass(t, "server-down", v1.PersistentVolumeReclaimDelete, nil)
-	createClaim(t, ns, "data", sc.Name, v1.ReadWriteMany)
-	dir := volumeDir(t, waitBound(t, ns, "data"))
-	startPod(t, ns, "ticker", "data", ticker, podOpts{})
-	waitPod(t, ns, "ticker", v1.PodRunning)
-	waitTicksPast(t, dir, 3)
+	ns, dir, _ := startTicker(t, "server-down")
 
-	gsh(t, "nfs-server-stop")
+	env.ShT(t, "nfs-server-stop")
 	restarted := false
 	t.Cleanup(func() {
 		if !restarted {
 			_, _ = env.Sh(context.Background(), "nfs-server-start")
 		}
 	})
-	ctx := ctxT(t, time.Minute)
+	ctx := kubeenv.Context(t, time.Minute)
 	t0 := time.Now()
 	if err := env.Cluster.Client.CoreV1().Pods(ns).Delete(ctx, "ticker", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -195,7 +197,7 @@ func TestServerDownPodDeletion(t *testing.T) {
 		return apierrors.IsNotFound(err), "pod still there", nil
 	}) == nil
 	t.Logf("server down: pod gone while the server was down: %v (%v after the delete)", down, time.Since(t0).Round(time.Second))
-	gsh(t, "nfs-server-start")
+	env.ShT(t, "nfs-server-start")
 	restarted = true
 	back := time.Now()
 	deletePod(t, ns, "ticker", 4*time.Minute)
