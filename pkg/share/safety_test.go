@@ -418,3 +418,38 @@ func TestForgedSnapshotSourceCreatesNothing(t *testing.T) {
 		t.Fatal("DeleteSnapshot made a metadata area on the foreign export")
 	}
 }
+
+// A volume directly above a new one is deleted (by another controller) after the create has looked at
+// its parents and before it pinned them: the create must make the missing parent, not fail ENOENT.
+// TestTwoControllersNeverNest (e2e) once saw Internal "mkdirat: no such file or directory" here.
+func TestCreateMakesAParentDeletedMeanwhile(t *testing.T) {
+	e := newEnv(t, nil)
+	other := e.secondController(nil)
+	above := vol("pvc-above", "p/b", volume.OnDeleteDelete)
+	below := vol("pvc-below", "p/b/c", volume.OnDeleteDelete)
+	e.create(above, defaultOpts())
+	fired := false
+	testHookParentsSeen = func(v volume.Volume) {
+		if v.Name != below.Name || fired {
+			return
+		}
+		fired = true
+		if err := other.Delete(context.Background(), above); err != nil {
+			t.Errorf("Delete(%s) from the other controller: %v", above.SubDir, err)
+		}
+	}
+	t.Cleanup(func() { testHookParentsSeen = nil })
+	if _, err := e.ws.Create(context.Background(), below, defaultOpts()); err != nil {
+		t.Fatalf("Create(%s) after %s was deleted under it: %v", below.SubDir, above.SubDir, err)
+	}
+	if !fired {
+		t.Fatal("the hook never ran: the test no longer reaches the window it is about")
+	}
+	fi, err := os.Stat(e.path(below.SubDir))
+	if err != nil || !fi.IsDir() {
+		t.Fatalf("%s on the export: %v", below.SubDir, err)
+	}
+	if _, err := e.claimOf(above.SubDir); err == nil {
+		t.Errorf("%s still has a claim after its volume was deleted", above.SubDir)
+	}
+}

@@ -142,7 +142,7 @@ type creation struct {
 	simple   bool
 	capacity int64
 	// parentsExist: fresh saw every parent as a real directory, so build skips MkdirAll (if one was
-	// removed meanwhile the mkdir fails ENOENT and a retry makes it).
+	// removed meanwhile, the mkdir fails ENOENT and build makes the parents then).
 	parentsExist bool
 }
 
@@ -176,6 +176,9 @@ func (cr *creation) run() error {
 	}
 }
 
+// testHookParentsSeen, when set by a test, runs in fresh right after the parents were looked at.
+var testHookParentsSeen func(volume.Volume)
+
 // fresh creates a volume whose directory does not exist yet.
 func (cr *creation) fresh() error {
 	r, v, o := cr.c.r, cr.v, cr.o
@@ -184,6 +187,9 @@ func (cr *creation) fresh() error {
 		return err
 	}
 	cr.parentsExist = exist
+	if testHookParentsSeen != nil {
+		testHookParentsSeen(v)
+	}
 	if o.Source != nil {
 		// Before anything is written: an unknown source must leave no trace.
 		if err := o.Source.resolve(r); err != nil {
@@ -298,15 +304,32 @@ func (cr *creation) resume(cl claim, fi fs.FileInfo) error {
 // claim; only then may a definitive failure before the mkdir take the claim back.
 func (cr *creation) build(cl claim, fresh bool) error {
 	r, m, v, o := cr.c.r, cr.m, cr.v, cr.o
-	if parent := path.Dir(v.SubDir); parent != "." && !cr.parentsExist {
-		if err := r.MkdirAll(parent, 0o755); err != nil {
-			if fresh && !isTransient(err) {
-				cr.unreserve(cl)
-			}
+	parent := path.Dir(v.SubDir)
+	makeParents := func() error {
+		if parent == "." {
+			return nil
+		}
+		err := r.MkdirAll(parent, 0o755)
+		if err != nil && fresh && !isTransient(err) {
+			cr.unreserve(cl)
+		}
+		return err
+	}
+	if !cr.parentsExist {
+		if err := makeParents(); err != nil {
 			return err
 		}
 	}
 	err := r.Mkdir(v.SubDir, o.Mode.Perm())
+	if errors.Is(err, fs.ErrNotExist) && cr.parentsExist {
+		// A parent fresh saw has gone since: a volume there was deleted before this call pinned it.
+		// The pins keep volumes out of the parents now, so make them, as if they had been missing.
+		cr.parentsExist = false
+		if err := makeParents(); err != nil {
+			return err
+		}
+		err = r.Mkdir(v.SubDir, o.Mode.Perm())
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, fs.ErrExist):
