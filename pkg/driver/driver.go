@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -164,6 +165,8 @@ func instrument(ctx context.Context, req any, info *grpc.UnaryServerInfo, handle
 			logger.V(4).Info("Call succeeded", "duration", time.Since(start))
 		}
 	}()
-	logger.V(5).Info("Call", "request", req)
+	// Secrets (provisioner, node stage/publish, snapshotter) must never reach a log: the request is
+	// logged through protosanitizer, which prints it with every csi_secret field stripped.
+	logger.V(5).Info("Call", "request", protosanitizer.StripSecrets(req))
 	return handler(ctx, req)
 }
