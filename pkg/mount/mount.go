@@ -1,5 +1,5 @@
 // Package mount is Paddock's boundary to the operating system's mount table: NFS mounts through
-// k8s.io/mount-utils, unmounts that survive a dead server, and the checks that never touch a
+// mount(8) (killed on timeout), bind mounts through k8s.io/mount-utils, unmounts that survive a dead server, and the checks that never touch a
 // possibly-hung NFS path (the mount table is read from /proc, not by stat-ing the target).
 package mount
 
@@ -47,10 +47,12 @@ type Entry struct {
 	Options  []string
 }
 
-// Mounter mounts NFS with k8s.io/mount-utils.
+// Mounter mounts NFS with mount(8) and bind-mounts with k8s.io/mount-utils.
 type Mounter struct {
 	mu      mountutils.Interface
 	timeout time.Duration
+	// mountCmd is mount(8); tests put a stand-in here.
+	mountCmd string
 	// mountinfo is read instead of calling stat on targets, which blocks on a dead hard-mounted server.
 	mountinfo string
 }
@@ -58,7 +60,7 @@ type Mounter struct {
 // New returns a Mounter whose every blocking call gives up after timeout (unless ctx ends sooner).
 func New(timeout time.Duration) *Mounter {
 	// Without systemd: an NFS mount needs no transient scope, and the node image may have no systemd.
-	return &Mounter{mu: mountutils.NewWithoutSystemd(""), timeout: timeout, mountinfo: "/proc/self/mountinfo"}
+	return &Mounter{mu: mountutils.NewWithoutSystemd(""), timeout: timeout, mountCmd: "mount", mountinfo: "/proc/self/mountinfo"}
 }
 
 // Source is the mount source for a directory on a server, with IPv6 already bracketed by validation.
@@ -134,12 +136,37 @@ func boundedCall[T any](ctx context.Context, timeout time.Duration, what string,
 	}
 }
 
-// Mount mounts an NFS source at target (which must exist).
+// Mount mounts an NFS source at target (which must exist). mount(8) runs in a process group of its
+// own, and when the deadline passes the whole group (mount and the mount.nfs it started) is killed
+// and reaped: a mount left running against a dead server would hold its slot in the kernel and make
+// later mounts to that server queue behind it. mount-utils' Mount takes no context, hence the exec here.
 func (m *Mounter) Mount(ctx context.Context, source, target string, options []string) error {
 	klog.FromContext(ctx).V(4).Info("Mounting", "source", source, "target", target, "options", options)
+	ctx, cancel := context.WithTimeout(ctx, m.timeout)
+	defer cancel()
+	args := []string{"-t", "nfs"}
+	if len(options) > 0 {
+		args = append(args, "-o", strings.Join(options, ","))
+	}
+	args = append(args, source, target)
 	return Bounded(ctx, m.timeout, "mount "+source, func() error {
-		return m.mu.Mount(source, target, "nfs", options)
+		out, err := runGroup(ctx, m.mountCmd, args)
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("mount %s at %s: %w: %s", source, target, err, strings.TrimSpace(string(out)))
+		}
+		return err
 	})
+}
+
+// runGroup runs name in a new process group and, if ctx ends first, kills the group with SIGKILL and
+// waits for the child (a process killed in an NFS call dies when the call returns; WaitDelay stops
+// waiting for grandchildren holding the output pipe).
+func runGroup(ctx context.Context, name string, args []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	return cmd.CombinedOutput()
 }
 
 // BindMount bind-mounts source at target (which must exist); with readOnly, mount-utils follows the

@@ -274,3 +274,81 @@ func TestSource(t *testing.T) {
 		t.Errorf("Source = %q", got)
 	}
 }
+
+// alive tells whether pid is a live process (a zombie waiting to be reaped by someone else counts as
+// dead: it holds no kernel call and no slot).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) S ...: the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func readPid(t *testing.T, path string) int {
+	t.Helper()
+	var pid int
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestMountTimeoutKillsTheMountProcesses: a mount that outlives its deadline returns ErrTimeout, and
+// the mount process and the helper it started (as mount.nfs is) are killed, not left running.
+func TestMountTimeoutKillsTheMountProcesses(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "mount")
+	body := "#!/bin/sh\necho $$ > " + dir + "/mount.pid\nsleep 60 &\necho $! > " + dir + "/helper.pid\nwait\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := &Mounter{timeout: 300 * time.Millisecond, mountCmd: script}
+	start := time.Now()
+	err := m.Mount(context.Background(), "srv:/export", dir, []string{"nfsvers=4.1"})
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Mount = %v, want ErrTimeout", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Mount returned after %v, want about its 300ms deadline", d)
+	}
+	mountPid, helperPid := readPid(t, dir+"/mount.pid"), readPid(t, dir+"/helper.pid")
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(mountPid) || alive(helperPid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the timeout: mount process %d alive=%v, its helper %d alive=%v", mountPid, alive(mountPid), helperPid, alive(helperPid))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMountFailureCarriesTheOutput: a mount that fails says what mount(8) said, and what it ran.
+func TestMountFailureCarriesTheOutput(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "mount")
+	body := "#!/bin/sh\necho \"$@\" > " + dir + "/args\necho 'mount.nfs: access denied by server' >&2\nexit 32\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := &Mounter{timeout: 5 * time.Second, mountCmd: script}
+	err := m.Mount(context.Background(), "srv:/export", "/mnt/x", []string{"nfsvers=3", "nolock"})
+	if err == nil || !strings.Contains(err.Error(), "access denied by server") || errors.Is(err, ErrTimeout) {
+		t.Fatalf("Mount = %v, want mount.nfs's message and no timeout", err)
+	}
+	args, _ := os.ReadFile(dir + "/args")
+	if got, want := strings.TrimSpace(string(args)), "-t nfs -o nfsvers=3,nolock srv:/export /mnt/x"; got != want {
+		t.Errorf("mount ran with %q, want %q", got, want)
+	}
+}
