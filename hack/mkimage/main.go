@@ -31,6 +31,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/paddock-csi/paddock/pkg/volume"
 )
 
 // Options describe one image.
@@ -242,16 +244,4 @@ func writeLayer(w io.Writer, root string, t time.Time, level int) error {
 }
 
 // tarMode is the tar header mode of m: permission bits plus setuid, setgid and sticky.
-func tarMode(m fs.FileMode) int64 {
-	v := int64(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		v |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		v |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		v |= 0o1000
-	}
-	return v
-}
+func tarMode(m fs.FileMode) int64 { return int64(volume.Octal(m)) }

@@ -278,8 +278,8 @@ func deletePod(ctx context.Context, e *kubeenv.Env) error {
 		return err
 	}
 	if err := kubeenv.WaitFor(ctx, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
-		out, err := e.Sh(ctx, "grep ' "+kubeenv.KubeletDir+"/' /proc/mounts | grep ' nfs' || true")
-		return err == nil && strings.TrimSpace(out) == "", "still mounted: " + out, err
+		out, err := e.KubeletNFSMounts(ctx)
+		return err == nil && out == "", "still mounted: " + out, err
 	}); err != nil {
 		return err
 	}

@@ -350,3 +350,10 @@ func (e *Env) PodLog(ctx context.Context, pod *corev1.Pod, container string) (st
 	}
 	return b.String(), nil
 }
+
+// KubeletNFSMounts lists the NFS mounts under kubelet's root dir in the node's mount table (source,
+// target, type, options; one a line), empty when there are none.
+func (e *Env) KubeletNFSMounts(ctx context.Context) (string, error) {
+	out, err := e.Sh(ctx, "awk '$2 ~ \"^"+KubeletDir+"/\" && $3 ~ /^nfs/ {print $1\" \"$2\" \"$3\" \"$4}' /proc/self/mounts")
+	return strings.TrimSpace(out), err
+}

@@ -174,7 +174,11 @@ func volumeDir(t *testing.T, pv *v1.PersistentVolume) string {
 // nfsMountsUnderKubelet lists the NFS mounts under kubelet's root dir.
 func nfsMountsUnderKubelet(t *testing.T) string {
 	t.Helper()
-	return strings.TrimSpace(env.ShT(t, "awk '$2 ~ \"^"+kubeenv.KubeletDir+"/\" && $3 ~ /^nfs/ {print $1\" \"$2\" \"$3\" \"$4}' /proc/self/mounts"))
+	m, err := env.KubeletNFSMounts(kubeenv.Context(t, 2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // waitNoKubeletMounts waits until kubelet has unmounted every NFS mount under its root dir: the
