@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/klog/v2"
+	libmetrics "sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller/metrics"
 )
 
 var (
@@ -49,7 +50,17 @@ var (
 	}, []string{"server"})
 )
 
+// Library is the embedded provisioner library's own metrics (controller_persistentvolumeclaim_* and
+// controller_persistentvolume_delete_*, by class and source), the names the external csi-provisioner
+// exports and dashboards expect. The library would serve them on a port of its own; they are
+// registered here instead, on the same /metrics as paddock_*, once for the process (a replica that
+// leads again reuses them).
+var Library = libmetrics.New("controller")
+
 func init() {
+	Registry.MustRegister(Library.PersistentVolumeClaimProvisionTotal, Library.PersistentVolumeClaimProvisionFailedTotal,
+		Library.PersistentVolumeClaimProvisionDurationSeconds, Library.PersistentVolumeDeleteTotal,
+		Library.PersistentVolumeDeleteFailedTotal, Library.PersistentVolumeDeleteDurationSeconds)
 	Registry.MustRegister(Operations, OperationSeconds, ExportsMounted, ExportMounts, ReaperRemoved, ReaperErrors,
 		Recycled, Provisioned, CallsStuck, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 }

@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
+
+	"github.com/paddock-csi/paddock/pkg/metrics"
 )
 
 // Config configures Run.
@@ -68,7 +70,9 @@ func Run(ctx context.Context, cfg Config) error {
 		// Save PVs through a background queue that retries until the API server takes them, so a
 		// directory created on the export is never orphaned by an API hiccup.
 		controller.CreateProvisionedPVLimiter(workqueue.DefaultTypedControllerRateLimiter[string]()),
-		controller.MetricsPort(0), // Paddock serves its own metrics
+		// The library's metrics go on Paddock's /metrics (pkg/metrics), not on a port of their own.
+		controller.MetricsPort(0),
+		controller.MetricsInstance(metrics.Library),
 	}
 	if cfg.VolumesInformer != nil {
 		opts = append(opts, controller.VolumesInformer(cfg.VolumesInformer))

@@ -11,6 +11,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/paddock-csi/paddock/pkg/metrics"
 )
 
 // TestRunWithLibrary drives the real library controller against a fake API server: a claim of a good
@@ -84,6 +88,43 @@ func TestRunWithLibrary(t *testing.T) {
 	if _, err := cs.CoreV1().PersistentVolumes().Get(ctx, "pvc-uid-2", metav1.GetOptions{}); err == nil {
 		t.Error("a PV was created for the claim of the bad class")
 	}
+
+	// The library's own metrics are on Paddock's registry (the one /metrics serves), with latency.
+	waitFor(t, "the library's provisioning metrics on Paddock's registry", func() bool {
+		ok, failed, seconds := libraryMetrics(t, good.Name, bad.Name)
+		return ok >= 1 && failed >= 1 && seconds >= 1
+	})
+}
+
+// libraryMetrics gathers Paddock's registry: provisioned claims of class good, failed attempts of class
+// bad, and latency samples of class good, as the library's metrics count them.
+func libraryMetrics(t *testing.T, good, bad string) (ok, failed float64, seconds uint64) {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := func(m *dto.Metric, name string) string {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == name {
+				return l.GetValue()
+			}
+		}
+		return ""
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			switch {
+			case f.GetName() == "controller_persistentvolumeclaim_provision_total" && label(m, "class") == good:
+				ok += m.GetCounter().GetValue()
+			case f.GetName() == "controller_persistentvolumeclaim_provision_failed_total" && label(m, "class") == bad:
+				failed += m.GetCounter().GetValue()
+			case f.GetName() == "controller_persistentvolumeclaim_provision_duration_seconds" && label(m, "class") == good:
+				seconds += m.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return ok, failed, seconds
 }
 
 // TestRunWithSharedInformers runs the library on the caller's informers, as cmd/paddock does: they
