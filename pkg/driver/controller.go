@@ -128,9 +128,19 @@ func (c *controller) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequ
 	return &csi.CreateVolumeResponse{Volume: vol}, nil
 }
 
+// DeleteRequest is what the core needs to delete a volume: its ID and, when the caller has the PV in
+// hand (the embedded provisioner), the PV's mountOptions for mounting its export. Without them the
+// export is mounted the way it was last known to be (share.Workspace learns that from classes, PVs and
+// calls).
+type DeleteRequest struct {
+	ID           string
+	MountOptions []string
+}
+
 // Delete applies the volume's onDelete to its directory. An ID that was never a Paddock ID names no
 // volume, which the CSI spec counts as already deleted.
-func (d *Driver) Delete(ctx context.Context, id string) error {
+func (d *Driver) Delete(ctx context.Context, r DeleteRequest) error {
+	id := r.ID
 	if id == "" {
 		return invalid("DeleteVolume: volume_id is required")
 	}
@@ -151,7 +161,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 }
 
 func (c *controller) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	if err := c.d.Delete(ctx, req.GetVolumeId()); err != nil {
+	if err := c.d.Delete(ctx, DeleteRequest{ID: req.GetVolumeId()}); err != nil {
 		return nil, err
 	}
 	return &csi.DeleteVolumeResponse{}, nil

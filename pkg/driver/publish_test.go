@@ -35,7 +35,7 @@ func TestControllerPublish(t *testing.T) {
 	b := h.createVolume("pvc-b", params()).GetVolumeId()
 	c := h.createVolume("pvc-c", params()).GetVolumeId()
 	gone := h.createVolume("pvc-gone", params()).GetVolumeId()
-	if err := h.d().Delete(ctx, gone); err != nil {
+	if err := h.d().Delete(ctx, DeleteRequest{ID: gone}); err != nil {
 		t.Fatal(err)
 	}
 	steps := []struct {
@@ -173,7 +173,7 @@ func TestControllerModifyVolume(t *testing.T) {
 		t.Errorf("mode after modify: %v %v", fi.Mode(), err)
 	}
 	// Deleted volume: NotFound, nothing created.
-	if err := h.d().Delete(ctx, id); err != nil {
+	if err := h.d().Delete(ctx, DeleteRequest{ID: id}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = h.ctrl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: id, MutableParameters: map[string]string{"mode": "0700"}})

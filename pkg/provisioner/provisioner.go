@@ -28,7 +28,7 @@ import (
 // Core is what the provisioner needs from the driver; *driver.Driver implements it.
 type Core interface {
 	Create(ctx context.Context, r driver.CreateRequest) (*csi.Volume, error)
-	Delete(ctx context.Context, id string) error
+	Delete(ctx context.Context, r driver.DeleteRequest) error
 }
 
 // Provisioner implements controller.Provisioner and controller.BlockProvisioner.
@@ -189,7 +189,8 @@ func (p *Provisioner) delete(ctx context.Context, pv *v1.PersistentVolume) error
 	if pv == nil || pv.Spec.CSI == nil || pv.Spec.CSI.Driver != p.name {
 		return &controller.IgnoredError{Reason: fmt.Sprintf("the PV is not a volume of CSI driver %s", p.name)}
 	}
-	if err := p.core.Delete(ctx, pv.Spec.CSI.VolumeHandle); err != nil {
+	// The PV's own mountOptions (its class's when provisioned) say how to mount the export.
+	if err := p.core.Delete(ctx, driver.DeleteRequest{ID: pv.Spec.CSI.VolumeHandle, MountOptions: pv.Spec.MountOptions}); err != nil {
 		return fmt.Errorf("deleting volume of PV %s: %w", pv.Name, err)
 	}
 	klog.FromContext(ctx).V(2).Info("Deleted volume", "PV", pv.Name, "volumeID", pv.Spec.CSI.VolumeHandle)

@@ -40,11 +40,11 @@ func (c *recordingCore) Create(ctx context.Context, r driver.CreateRequest) (*cs
 	return c.d.Create(ctx, r)
 }
 
-func (c *recordingCore) Delete(ctx context.Context, id string) error {
+func (c *recordingCore) Delete(ctx context.Context, r driver.DeleteRequest) error {
 	c.mu.Lock()
-	c.deletes = append(c.deletes, id)
+	c.deletes = append(c.deletes, r.ID)
 	c.mu.Unlock()
-	return c.d.Delete(ctx, id)
+	return c.d.Delete(ctx, r)
 }
 
 func newCore(t *testing.T) (*recordingCore, string) {

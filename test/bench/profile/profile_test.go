@@ -91,7 +91,7 @@ func BenchmarkDeleteVolume(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := d.Delete(ctx, ids[i]); err != nil {
+		if err := d.Delete(ctx, driver.DeleteRequest{ID: ids[i]}); err != nil {
 			b.Fatal(err)
 		}
 	}
