@@ -80,6 +80,16 @@ func (d *Driver) Create(ctx context.Context, r CreateRequest) (*csi.Volume, erro
 	if err != nil {
 		return nil, invalid("CreateVolume %s: %v", r.Name, err)
 	}
+	// The class's mountOptions reach CreateVolume as the capabilities' mount flags: the controller
+	// mounts the export with them too (minus node-only options), and a version they pin goes into the
+	// ID, so every later call mounts the export the way this one did.
+	flags, err := volume.CapabilityMountFlags(r.Capabilities)
+	if err == nil {
+		v, err = v.WithMountOptions(flags)
+	}
+	if err != nil {
+		return nil, invalid("CreateVolume %s: %v", r.Name, err)
+	}
 	if len(r.MutableParameters) > 0 {
 		mu, err := parseMutable(r.MutableParameters)
 		if err != nil {
@@ -151,6 +161,11 @@ func (d *Driver) Delete(ctx context.Context, r DeleteRequest) error {
 	}
 	if err != nil {
 		return toStatus(id, err)
+	}
+	if r.MountOptions != nil {
+		if v, err = v.WithMountOptions(r.MountOptions); err != nil {
+			return invalid("DeleteVolume %s: PV %v", id, err)
+		}
 	}
 	// share.Delete serializes calls on the volume and refuses one still controller-published.
 	if err := d.share.Delete(ctx, v); err != nil {

@@ -109,7 +109,7 @@ func (g *groupController) CreateVolumeGroupSnapshot(ctx context.Context, req *cs
 		if err != nil {
 			return nil, status.Errorf(codes.NotFound, "CreateVolumeGroupSnapshot %s: source volume %s: %v", name, id, err)
 		}
-		if len(vols) > 0 && share.ExportOf(v) != share.ExportOf(vols[0]) {
+		if len(vols) > 0 && share.ExportOf(v).Place() != share.ExportOf(vols[0]).Place() {
 			return nil, status.Errorf(codes.FailedPrecondition, "CreateVolumeGroupSnapshot %s: volumes %s and %s are on different exports (or NFS versions); a group's snapshots are copies inside one export",
 				name, vols[0].ID(), id)
 		}

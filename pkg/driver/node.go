@@ -122,6 +122,11 @@ func publishArgs(call, id, p, pathField string, c *csi.VolumeCapability, vctx ma
 	if err := volume.CheckCapability(c); err != nil {
 		return volume.Volume{}, invalid("%s %s: %v", call, id, err)
 	}
+	// The node mounts with the flags as given, but refuses the ones no CSI mount can honour (bg) as
+	// CreateVolume does.
+	if _, err := volume.ParseMountOptions(c.GetMount().GetMountFlags()); err != nil {
+		return volume.Volume{}, invalid("%s %s: volume capability: %v", call, id, err)
+	}
 	return nodeVolume(id, vctx)
 }
 

@@ -295,7 +295,18 @@ func (c *controller) GetCapacity(ctx context.Context, req *csi.GetCapacityReques
 	if err != nil {
 		return nil, invalid("GetCapacity: %v", err)
 	}
-	x := share.Export{Server: p.Server, Share: p.Share, NFSVers: p.NFSVers}
+	flags, err := volume.CapabilityMountFlags(req.GetVolumeCapabilities())
+	var mo volume.MountOptions
+	if err == nil {
+		mo, err = volume.ParseMountOptions(flags)
+	}
+	if err != nil {
+		return nil, invalid("GetCapacity: %v", err)
+	}
+	x := share.Export{Server: p.Server, Share: p.Share, NFSVers: p.NFSVers, Options: mo.ControllerString()}
+	if x.NFSVers == "" {
+		x.NFSVers = mo.Vers
+	}
 	avail, err := c.d.share.Available(ctx, x)
 	if err != nil {
 		return nil, status.Errorf(codeOf(err), "GetCapacity of %s:%s: %v", p.Server, p.Share, err)

@@ -375,41 +375,14 @@ func (r *Reconciler) checkReleased(ctx context.Context, pv *v1.PersistentVolume)
 }
 
 // decode finds the volume's directory: from a Paddock volume ID, or for a static PV from its
-// volumeAttributes (validated like StorageClass parameters: no "..", no absolute subDir).
+// volumeAttributes (validated like StorageClass parameters: no "..", no absolute subDir), and how to
+// mount its export from the PV's mountOptions (a static PV may pin the NFS version there).
 func decode(pv *v1.PersistentVolume) (volume.Volume, error) {
-	handle := pv.Spec.CSI.VolumeHandle
-	v, err := volume.ParseID(handle)
-	if err == nil {
-		return v, nil
-	}
-	if !errors.Is(err, volume.ErrNotPaddockID) {
-		return v, fmt.Errorf("volume handle of PV %s: %w", pv.Name, err)
-	}
-	v, err = volume.FromContext(handle, pv.Spec.CSI.VolumeAttributes)
+	v, err := volume.FromPV(pv.Spec.CSI.VolumeHandle, pv.Spec.CSI.VolumeAttributes, pv.Spec.MountOptions)
 	if err != nil {
-		return v, fmt.Errorf("volumeAttributes of static PV %s: %w", pv.Name, err)
-	}
-	// A static PV may pin the NFS version in mountOptions instead; mount the export the same way.
-	if vers := nfsVers(pv.Spec.MountOptions); v.NFSVers == "" && vers != "" {
-		v.NFSVers = vers
-		if err := v.Validate(); err != nil {
-			return v, fmt.Errorf("mountOptions of static PV %s: %w", pv.Name, err)
-		}
+		return v, fmt.Errorf("PV %s: %w", pv.Name, err)
 	}
 	return v, nil
-}
-
-func nfsVers(opts []string) string {
-	vers := ""
-	for _, o := range opts {
-		for _, part := range strings.Split(o, ",") {
-			k, val, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if ok && (k == "nfsvers" || k == "vers") {
-				vers = val // the last one wins, as with mount(8)
-			}
-		}
-	}
-	return vers
 }
 
 func parseHold(s string) (holder string, since time.Time, ok bool) {

@@ -238,6 +238,9 @@ func TestRecycle(t *testing.T) {
 		{"static PV with a bad nfsvers in mountOptions is refused", func(string) *v1.PersistentVolume {
 			return makePV("pv", "static-scratch", static("plain"), func(pv *v1.PersistentVolume) { pv.Spec.MountOptions = []string{"nfsvers=9"} })
 		}, nil, want{dir: "plain", event: []string{"Warning", ReasonRecycleFailed, "nfsvers"}}},
+		{"a PV whose mountOptions no mount can honour is refused, naming the option", func(id string) *v1.PersistentVolume {
+			return makePV("pv", id, func(pv *v1.PersistentVolume) { pv.Spec.MountOptions = []string{"hard,bg"} })
+		}, nil, want{event: []string{"Warning", ReasonRecycleFailed, `mountOptions: option "bg" is refused`}}},
 		{"hostile static subDir is refused", func(string) *v1.PersistentVolume { return makePV("pv", "static-x", static("../x")) },
 			nil, want{event: []string{"Warning", ReasonRecycleFailed, "subDir"}}},
 		{"absolute static subDir is refused", func(string) *v1.PersistentVolume { return makePV("pv", "static-x", static("/etc")) },
@@ -584,19 +587,6 @@ func TestParseHold(t *testing.T) {
 		h, s, ok := parseHold(in)
 		if h != want.holder || !s.Equal(want.since) || ok != want.ok {
 			t.Errorf("parseHold(%q) = %q %v %v", in, h, s, ok)
-		}
-	}
-}
-
-func TestNFSVers(t *testing.T) {
-	for want, opts := range map[string][]string{
-		"":    {"hard", "timeo=600"},
-		"4.1": {"nfsvers=4.1"},
-		"3":   {"hard,vers=3"},
-		"4.2": {"nfsvers=3", "nfsvers=4.2"},
-	} {
-		if got := nfsVers(opts); got != want {
-			t.Errorf("nfsVers(%q) = %q, want %q", opts, got, want)
 		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/paddock-csi/paddock/pkg/volume"
 )
 
-// Known lists every export the controller has used (exports.json), sorted.
+// Known lists every known export (one per place, with its latest options), sorted.
 func (w *Workspace) Known() []Export {
 	w.mu.Lock()
 	list := make([]Export, 0, len(w.known))
@@ -124,7 +124,7 @@ func listedVolume(r *os.Root, claimsFD int, x Export, file string) (ListedVolume
 		return ListedVolume{}, false
 	}
 	v := volume.Volume{Server: x.Server, Share: x.Share, NFSVers: x.NFSVers, SubDir: c.SubDir, Name: c.Name,
-		OnDelete: c.OnDelete, ArchiveRetention: c.Retention}
+		OnDelete: c.OnDelete, ArchiveRetention: c.Retention, MountOptions: x.Options}
 	if err := v.Validate(); err != nil {
 		klog.V(2).InfoS("Skipping a claim that does not make a valid volume", "subDir", subDir, "err", err)
 		return ListedVolume{}, false

@@ -208,7 +208,7 @@ func (w *Workspace) PublishedNodes(ctx context.Context) (map[string][]Publicatio
 					continue
 				}
 				v, err := volume.ParseID(id)
-				if err != nil || ExportOf(v) != x || publicationsPath(v.SubDir) != publicationsDir+"/"+e.Name() {
+				if err != nil || ExportOf(v).Place() != x.Place() || publicationsPath(v.SubDir) != publicationsDir+"/"+e.Name() {
 					continue // not a record this export's volumes could have written
 				}
 				all[id] = pubs

@@ -24,9 +24,10 @@ func (w *Workspace) Kick(x Export) {
 	}
 }
 
-// Run is the reaper: it sweeps every known export at start (so removal resumes after a restart), on
-// every Kick, and every ReapInterval (archive retention), until ctx ends. Each export has at most one
-// sweep running, so a dead server stalls only its own export.
+// Run is the reaper: it sweeps every known export at start and whenever AddExports makes a new one
+// known (so removal resumes on a new controller as soon as it has learned the exports from the
+// cluster), on every Kick, and every ReapInterval (archive retention), until ctx ends. Each export
+// (place) has at most one sweep running, so a dead server stalls only its own export.
 func (w *Workspace) Run(ctx context.Context) {
 	var (
 		mu      sync.Mutex
@@ -36,12 +37,12 @@ func (w *Workspace) Run(ctx context.Context) {
 	var start func(x Export)
 	start = func(x Export) {
 		mu.Lock()
-		if running[x.key()] {
-			again[x.key()] = true
+		if running[x.place()] {
+			again[x.place()] = true
 			mu.Unlock()
 			return
 		}
-		running[x.key()] = true
+		running[x.place()] = true
 		mu.Unlock()
 		w.wg.Add(1)
 		go func() {
@@ -53,9 +54,9 @@ func (w *Workspace) Run(ctx context.Context) {
 				next = time.Now().Add(time.Minute)
 			}
 			mu.Lock()
-			delete(running, x.key())
-			rerun := again[x.key()]
-			delete(again, x.key())
+			delete(running, x.place())
+			rerun := again[x.place()]
+			delete(again, x.place())
 			mu.Unlock()
 			if rerun && ctx.Err() == nil {
 				start(x)
@@ -83,10 +84,10 @@ func (w *Workspace) Run(ctx context.Context) {
 			start(x)
 			return
 		}
-		if waiting[x.key()] {
+		if waiting[x.place()] {
 			return
 		}
-		waiting[x.key()] = true
+		waiting[x.place()] = true
 		time.AfterFunc(w.cfg.ReapDebounce, func() {
 			select {
 			case fire <- x:
@@ -104,9 +105,11 @@ func (w *Workspace) Run(ctx context.Context) {
 		case x := <-w.kick:
 			kicked(x)
 		case x := <-fire:
-			delete(waiting, x.key())
+			delete(waiting, x.place())
 			start(x)
 		case <-t.C:
+			sweepAll()
+		case <-w.sweep:
 			sweepAll()
 		}
 	}

@@ -8,12 +8,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,24 +44,44 @@ type Config struct {
 	Limiter *mount.Limiter
 }
 
-// Export names one NFS export as mounted by the controller.
+// Export names one NFS export and how the controller mounts it.
 type Export struct {
-	Server  string `json:"server"`
-	Share   string `json:"share"`
-	NFSVers string `json:"nfsvers,omitempty"`
+	Server  string
+	Share   string
+	NFSVers string
+	// Options are the controller's mount options (volume.MountOptions.ControllerString), without the
+	// version. "" means "as this export was last known to be mounted" (learned from classes, PVs and
+	// calls), or by default with nolock only.
+	Options string
 }
 
 func exportOf(v volume.Volume) Export {
-	return Export{Server: v.Server, Share: v.Share, NFSVers: v.NFSVers}
+	return Export{Server: v.Server, Share: v.Share, NFSVers: v.NFSVers, Options: v.MountOptions}
 }
 
-func (x Export) key() string { return x.Server + "\x00" + x.Share + "\x00" + x.NFSVers }
+// Place is the export without its options: what it is, not how it is mounted. Volumes, claims and
+// the reaper's sweeps belong to the place; held mounts to the place and the options.
+func (x Export) Place() Export {
+	x.Options = ""
+	return x
+}
+
+func (x Export) place() string { return x.Server + "\x00" + x.Share + "\x00" + x.NFSVers }
+
+func (x Export) key() string { return x.place() + "\x00" + x.Options }
+
+// defaultOptions mount an export no class or PV has said anything about.
+var defaultOptions = func() string {
+	m, _ := volume.ParseMountOptions(nil)
+	return m.ControllerString()
+}()
 
 func (x Export) options() []string {
+	opts := strings.Split(x.Options, ",")
 	if x.NFSVers != "" {
-		return []string{"nfsvers=" + x.NFSVers}
+		opts = append(opts, "nfsvers="+x.NFSVers)
 	}
-	return nil
+	return opts
 }
 
 // Workspace holds the controller's export mounts.
@@ -71,11 +90,15 @@ type Workspace struct {
 	locks   keylock.Locks // per volume directory and snapshot: the one layer that serializes them
 	limiter *mount.Limiter
 
-	mu       sync.Mutex
-	exports  map[string]*export
-	known    map[string]Export // every export ever used, persisted so the reaper resumes after a restart
-	knownGen int               // bumped when known grows
+	mu      sync.Mutex
+	exports map[string]*export
+	// known holds every export in use, by place, with the options it was last mounted or configured
+	// with: the reaper sweeps them and listings read them. It lives in memory only; a new controller
+	// learns it again from the cluster (AddExports) and from the calls it serves.
+	known    map[string]Export
+	knownGen int // bumped when known grows
 	kick     chan Export
+	sweep    chan struct{} // a new export is known: sweep every known one
 	wg       sync.WaitGroup
 	closed   bool
 }
@@ -130,27 +153,24 @@ func New(cfg Config) (*Workspace, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.WorkDir, "exports"), 0o700); err != nil {
 		return nil, fmt.Errorf("creating work dir: %w", err)
 	}
-	w := &Workspace{cfg: cfg, limiter: cfg.Limiter, exports: map[string]*export{}, known: map[string]Export{}, kick: make(chan Export, 64)}
-	if b, err := os.ReadFile(w.knownFile()); err == nil {
-		var list []Export
-		if err := json.Unmarshal(b, &list); err != nil {
-			klog.ErrorS(err, "Ignoring unreadable list of known exports", "file", w.knownFile())
-		}
-		for _, x := range list {
-			w.known[x.key()] = x
-		}
-	}
+	w := &Workspace{cfg: cfg, limiter: cfg.Limiter, exports: map[string]*export{}, known: map[string]Export{},
+		kick: make(chan Export, 64), sweep: make(chan struct{}, 1)}
 	return w, nil
 }
 
-func (w *Workspace) knownFile() string { return filepath.Join(w.cfg.WorkDir, "exports.json") }
-
-// acquire returns the export mounted, with a reference the caller must release.
+// acquire returns the export mounted, with a reference the caller must release. An export without
+// options is mounted as it was last known to be.
 func (w *Workspace) acquire(ctx context.Context, x Export) (*export, error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return nil, errors.New("share: workspace is shut down")
+	}
+	if x.Options == "" {
+		x.Options = defaultOptions
+		if k, ok := w.known[x.place()]; ok {
+			x.Options = k.Options
+		}
 	}
 	e := w.exports[x.key()]
 	if e == nil {
@@ -300,36 +320,39 @@ func (w *Workspace) knownGeneration() int {
 	return w.knownGen
 }
 
-// AddExports makes exports known before any call uses them: the reaper sweeps them, ListVolumes
-// reads them, and an export that lies inside another one of the same server gets its root marked in
-// the outer one's claims, so no volume of the outer export can ever be that root, above it or below
-// it. The driver passes the exports it learns from its configuration.
+// AddExports makes exports known before any call uses them: the reaper sweeps them (a new one at
+// once), ListVolumes reads them, calls that carry no options of their own mount them with these
+// options, and an export that lies inside another one of the same server gets its root marked in the
+// outer one's claims, so no volume of the outer export can ever be that root, above it or below it.
+// The controller passes the exports it learns from the cluster (StorageClasses and PVs).
 func (w *Workspace) AddExports(xs ...Export) {
+	added := false
 	for _, x := range xs {
-		w.remember(x)
+		if x.Options == "" {
+			x.Options = defaultOptions
+		}
+		added = w.remember(x) || added
+	}
+	if added {
+		select {
+		case w.sweep <- struct{}{}:
+		default: // a sweep of every known export is already due
+		}
 	}
 }
 
-// remember records x as known (persisted in the work dir). Only calls that found or made the
-// export's metadata area call it, so a forged volume ID names no export the reaper will sweep.
-func (w *Workspace) remember(x Export) {
+// remember records x as known, with its options as the latest way to mount its place; it reports
+// whether the place is new. Only AddExports and calls that found or made the export's metadata area
+// call it, so a forged volume ID names no export the reaper will sweep.
+func (w *Workspace) remember(x Export) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.known[x.key()]; ok {
-		return
+	_, had := w.known[x.place()]
+	w.known[x.place()] = x
+	if !had {
+		w.knownGen++
 	}
-	w.known[x.key()] = x
-	w.knownGen++
-	list := make([]Export, 0, len(w.known))
-	for _, k := range w.known {
-		list = append(list, k)
-	}
-	sort.Slice(list, func(i, j int) bool { return list[i].key() < list[j].key() })
-	b, _ := json.MarshalIndent(list, "", "  ")
-	tmp := w.knownFile() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		err = os.Rename(tmp, w.knownFile())
-	}
+	return !had
 }
 
 // Close stops the reaper and unmounts every export.

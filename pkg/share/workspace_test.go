@@ -71,8 +71,57 @@ func TestExportMountedOnceForManyCreates(t *testing.T) {
 		vers = append(vers, fmt.Sprint(m.Options))
 	}
 	slices.Sort(vers)
-	if want := []string{"[]", "[]", "[nfsvers=4.1]"}; !slices.Equal(vers, want) {
+	if want := []string{"[nolock nfsvers=4.1]", "[nolock]", "[nolock]"}; !slices.Equal(vers, want) {
 		t.Errorf("mount options %v, want %v", vers, want)
+	}
+}
+
+// Two classes with different mount options on one export never share a held mount; a call that
+// carries no options of its own (a volume ID alone) mounts the export as it was last mounted.
+func TestHeldMountsAreKeyedByOptions(t *testing.T) {
+	e := newEnv(t, nil)
+	mo := func(opts ...string) string {
+		m, err := volume.ParseMountOptions(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.ControllerString()
+	}
+	a := vol("pvc-a", "pvc-a", volume.OnDeleteDelete)
+	a.MountOptions = mo("nconnect=2", "noexec")
+	b := vol("pvc-b", "pvc-b", volume.OnDeleteDelete)
+	b.MountOptions = mo("soft", "timeo=100")
+	e.create(a, defaultOpts())
+	e.create(b, defaultOpts())
+	opts := func() []string {
+		var got []string
+		for _, tgt := range e.fake.Targets() {
+			m, _ := e.fake.Mounted(tgt)
+			got = append(got, fmt.Sprint(m.Options))
+		}
+		slices.Sort(got)
+		return got
+	}
+	if want := []string{"[nconnect=2 nolock]", "[nolock soft timeo=100]"}; !slices.Equal(opts(), want) {
+		t.Fatalf("held mounts %v, want %v", opts(), want)
+	}
+	// The export is known once, by place, with the latest options.
+	if k := e.ws.Known(); len(k) != 1 || k[0].Options != b.MountOptions {
+		t.Fatalf("known exports %+v, want one with options %q", k, b.MountOptions)
+	}
+	// A delete by ID alone (the CSI DeleteVolume path) uses the latest options: no third mount.
+	idOnly, err := volume.ParseID(a.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ws.Delete(context.Background(), idOnly); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.fake.Calls(mounttest.OpMount); got != 2 {
+		t.Errorf("%d mounts after a delete by ID, want 2 (it reuses the latest options)", got)
+	}
+	if exists(e.path("pvc-a")) {
+		t.Error("pvc-a not deleted")
 	}
 }
 
@@ -311,34 +360,33 @@ func TestSameVolumeSerializesOthersRunInParallel(t *testing.T) {
 	}
 }
 
-func TestKnownExportsPersist(t *testing.T) {
+// The work dir holds only mounts: a new workspace on it knows no export until it is told (AddExports,
+// as the controller does from the cluster) or a call uses one, and AddExports keeps the options.
+func TestNewWorkspaceKnowsOnlyWhatItIsTold(t *testing.T) {
 	e := newEnv(t, nil)
 	e.create(vol("pvc-1", "pvc-1", volume.OnDeleteDelete), defaultOpts())
-	v4 := volume.Volume{Server: testServer, Share: testShare, SubDir: "pvc-2", Name: "pvc-2", OnDelete: volume.OnDeleteDelete, NFSVers: "4.2"}
-	e.create(v4, defaultOpts())
+	names, err := os.ReadDir(e.cfg.WorkDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 || names[0].Name() != "exports" {
+		t.Fatalf("work dir holds %v, want only exports/ (the mount points)", names)
+	}
 	ws2, err := New(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws2.Close(context.Background())
-	want := map[string]bool{xp.key(): true, exportOf(v4).key(): true}
-	if len(ws2.known) != len(want) {
-		t.Fatalf("a new workspace knows %d exports, want %d: %v", len(ws2.known), len(want), ws2.known)
+	if k := ws2.Known(); len(k) != 0 {
+		t.Fatalf("a new workspace knows %v", k)
 	}
-	for k := range want {
-		if _, ok := ws2.known[k]; !ok {
-			t.Errorf("export %q not remembered", k)
-		}
+	x := xp
+	x.Options = "nconnect=4,nolock"
+	ws2.AddExports(x, Export{Server: testServer, Share: testShare, NFSVers: "4.2"})
+	k := ws2.Known()
+	if len(k) != 2 || k[0].Options != x.Options || k[1].Options != defaultOptions || k[1].NFSVers != "4.2" {
+		t.Fatalf("known after AddExports: %+v", k)
 	}
-	// A corrupt list is ignored, not fatal.
-	if err := os.WriteFile(filepath.Join(e.cfg.WorkDir, "exports.json"), []byte("{not json"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ws3, err := New(e.cfg)
-	if err != nil {
-		t.Fatalf("New with a corrupt exports.json = %v", err)
-	}
-	ws3.Close(context.Background())
 }
 
 func TestClosedWorkspaceRefusesWork(t *testing.T) {

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 )
@@ -51,4 +52,18 @@ func ReadOnlyMode(c *csi.VolumeCapability) bool {
 		return true
 	}
 	return false
+}
+
+// CapabilityMountFlags returns the mount flags the capabilities carry (a class's mountOptions; every
+// capability of one request carries the same), refusing capabilities that disagree.
+func CapabilityMountFlags(caps []*csi.VolumeCapability) ([]string, error) {
+	var flags []string
+	for i, c := range caps {
+		f := c.GetMount().GetMountFlags()
+		if i > 0 && !slices.Equal(f, flags) {
+			return nil, fmt.Errorf("volume capability %d: mount flags %q differ from capability 0's %q", i, f, flags)
+		}
+		flags = f
+	}
+	return flags, nil
 }

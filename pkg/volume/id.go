@@ -44,6 +44,10 @@ type Volume struct {
 	ArchiveRetention time.Duration
 	// NFSVers pins the protocol version the controller mounts the export with ("" = negotiate).
 	NFSVers string
+	// MountOptions is how the controller mounts the export (MountOptions.ControllerString of the
+	// class's or PV's mountOptions). It is not part of the ID: "" means "as the export was last known
+	// to be mounted" (share.Workspace keeps that).
+	MountOptions string
 }
 
 // Validate checks every field with the same rules the parameters and templates use.
