@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 
+	"github.com/paddock-csi/paddock/pkg/discovery"
 	"github.com/paddock-csi/paddock/pkg/driver"
 	"github.com/paddock-csi/paddock/pkg/provisioner"
 	"github.com/paddock-csi/paddock/pkg/reclaim"
@@ -30,6 +31,7 @@ import (
 type kubeFlags struct {
 	kubeconfig                                string
 	provisioner, recycler, leaderElect        bool
+	discover                                  bool
 	leaderElectNamespace                      string
 	leaseDuration, renewDeadline, retryPeriod time.Duration
 	qps                                       float64
@@ -46,6 +48,7 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig for the Kubernetes API (empty: in-cluster)")
 	fs.BoolVar(&k.provisioner, "provisioner", false, "controller: provision PVs for claims whose StorageClass names --driver-name (no csi-provisioner sidecar needed)")
 	fs.BoolVar(&k.recycler, "recycler", false, "controller: recycle Released PVs of --driver-name with reclaim policy Recycle (empty the directory, make the PV Available)")
+	fs.BoolVar(&k.discover, "discover-exports", false, "controller: learn the exports to reap and list from the StorageClasses and PVs of --driver-name (always on with --provisioner or --recycler; set it alone when the external csi-provisioner provisions). Without it, an export is known only once a call has used it since start")
 	fs.BoolVar(&k.leaderElect, "leader-elect", false, "run the provisioner and recycler only while holding a Lease, so several replicas can run")
 	fs.StringVar(&k.leaderElectNamespace, "leader-elect-namespace", ns, "namespace of the leader-election Lease (default: $POD_NAMESPACE, else paddock)")
 	fs.DurationVar(&k.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits before taking over an unrenewed Lease")
@@ -61,14 +64,14 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 // start runs the provisioner and the recycler in the background (under the Lease with --leader-elect)
 // until ctx ends; wg is done when they have stopped and, with --leader-elect, the Lease is released.
 func (k *kubeFlags) start(ctx context.Context, wg *sync.WaitGroup, d *driver.Driver, ws *share.Workspace, opts driver.Options) error {
-	if !k.provisioner && !k.recycler {
+	if !k.provisioner && !k.recycler && !k.discover {
 		if k.leaderElect {
-			return errors.New("--leader-elect needs --provisioner or --recycler")
+			return errors.New("--leader-elect needs --provisioner, --recycler or --discover-exports")
 		}
 		return nil
 	}
 	if opts.Mode == driver.ModeNode || ws == nil {
-		return fmt.Errorf("--provisioner and --recycler need --mode=controller or --mode=all: they use the controller's export workspace")
+		return fmt.Errorf("--provisioner, --recycler and --discover-exports need --mode=controller or --mode=all: they use the controller's export workspace")
 	}
 	cfg, err := k.restConfig()
 	if err != nil {
@@ -119,12 +122,18 @@ func (k *kubeFlags) restConfig() (*rest.Config, error) {
 	return rest.AddUserAgent(cfg, "paddock/"+version), nil
 }
 
-// work runs the selected controllers until ctx ends and they have stopped. They share one PV informer.
+// work runs export discovery and the selected controllers until ctx ends and they have stopped. They
+// share one PV informer.
 func (k *kubeFlags) work(ctx context.Context, client kubernetes.Interface, id string, d *driver.Driver, ws *share.Workspace, driverName string) {
 	logger := klog.FromContext(ctx)
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 15*time.Minute,
 		informers.WithTransform(provisioner.StripManagedFields))
 	pvs := factory.Core().V1().PersistentVolumes().Informer()
+	// Every export the cluster uses becomes known here at once (this replica may have just taken over
+	// with an empty work dir), so the reaper, archive expiry and listings cover all of them.
+	if err := discovery.Register(driverName, factory.Storage().V1().StorageClasses().Informer(), pvs, ws); err != nil {
+		logger.Error(err, "Export discovery not started")
+	}
 	var running sync.WaitGroup
 	if k.recycler {
 		r, err := reclaim.New(reclaim.Config{Client: client, DriverName: driverName, Scrubber: ws, Informer: pvs,

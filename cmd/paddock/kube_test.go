@@ -45,7 +45,9 @@ func TestKubeStartRefuses(t *testing.T) {
 	}{
 		{"--provisioner", "node", "--mode=controller"},
 		{"--recycler", "node", "--mode=controller"},
-		{"--leader-elect", "controller", "needs --provisioner or --recycler"},
+		{"--discover-exports", "node", "--mode=controller"},
+		{"--leader-elect", "controller", "needs --provisioner, --recycler or --discover-exports"},
+		{"--discover-exports --kubeconfig=/nonexistent/kubeconfig", "controller", "/nonexistent/kubeconfig"},
 		{"--provisioner --kubeconfig=/nonexistent/kubeconfig", "controller", "/nonexistent/kubeconfig"},
 	} {
 		f, err := parseFlags(strings.Fields(tc.args))
