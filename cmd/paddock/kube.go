@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -81,8 +82,15 @@ func (k *kubeFlags) start(ctx context.Context, wg *sync.WaitGroup, d *driver.Dri
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	var snapshots snapclient.Interface
+	if k.provisioner {
+		// Restores read VolumeSnapshots; the client works whether or not their CRDs are installed.
+		if snapshots, err = snapclient.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("volume snapshot client: %w", err)
+		}
+	}
 	id := identity()
-	work := func(ctx context.Context) { k.work(ctx, client, id, d, ws, opts.Name) }
+	work := func(ctx context.Context) { k.work(ctx, client, snapshots, id, d, ws, opts.Name) }
 	var lock resourcelock.Interface
 	if k.leaderElect {
 		if k.leaseDuration <= k.renewDeadline || k.renewDeadline <= k.retryPeriod || k.retryPeriod <= 0 {
@@ -124,7 +132,7 @@ func (k *kubeFlags) restConfig() (*rest.Config, error) {
 
 // work runs export discovery and the selected controllers until ctx ends and they have stopped. They
 // share one PV informer.
-func (k *kubeFlags) work(ctx context.Context, client kubernetes.Interface, id string, d *driver.Driver, ws *share.Workspace, driverName string) {
+func (k *kubeFlags) work(ctx context.Context, client kubernetes.Interface, snapshots snapclient.Interface, id string, d *driver.Driver, ws *share.Workspace, driverName string) {
 	logger := klog.FromContext(ctx)
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 15*time.Minute,
 		informers.WithTransform(provisioner.StripManagedFields))
@@ -158,7 +166,8 @@ func (k *kubeFlags) work(ctx context.Context, client kubernetes.Interface, id st
 		go func() {
 			defer running.Done()
 			err := provisioner.Run(ctx, provisioner.Config{Client: client, DriverName: driverName, Core: d,
-				Threadiness: k.threadiness, VolumesInformer: pvs, ClaimsInformer: claims, ClassesInformer: classes})
+				Threadiness: k.threadiness, VolumesInformer: pvs, ClaimsInformer: claims, ClassesInformer: classes,
+				SnapshotClient: snapshots})
 			if err != nil {
 				logger.Error(err, "Provisioner stopped")
 			}

@@ -2,7 +2,9 @@
 // names the driver (sig-storage-lib-external-provisioner) and maps them onto the same core calls the
 // CSI CreateVolume and DeleteVolume use, so a StorageClass behaves the same through either path. Having
 // the whole claim in hand, it also feeds labels and annotations to subDir templates and writes the
-// class's reclaimPolicy parameter (Recycle, which a StorageClass cannot carry) into the PV.
+// class's reclaimPolicy parameter (Recycle, which a StorageClass cannot carry) into the PV. Clones,
+// restores from VolumeSnapshots and VolumeAttributesClasses are checked as the external
+// csi-provisioner checks them (source.go).
 package provisioner
 
 import (
@@ -12,11 +14,14 @@ import (
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	snapclient "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 
@@ -33,8 +38,12 @@ type Core interface {
 
 // Provisioner implements controller.Provisioner and controller.BlockProvisioner.
 type Provisioner struct {
-	name string // CSI driver name, written into every PV
-	core Core
+	name      string // CSI driver name, written into every PV
+	core      Core
+	kube      kubernetes.Interface // source claims and PVs, VolumeAttributesClasses; nil: refused
+	snapshots snapclient.Interface // VolumeSnapshots and their contents; nil: restores refused
+	recorder  record.EventRecorder // events of its own (the library records the failures); may be nil
+	guard     *cloneGuard          // with kube: the source claims' cloning-protection finalizer
 }
 
 var (
@@ -42,9 +51,36 @@ var (
 	_ controller.BlockProvisioner = (*Provisioner)(nil)
 )
 
+// Option configures a Provisioner.
+type Option func(*Provisioner)
+
+// WithKubeClient lets the provisioner read source claims, their PVs and VolumeAttributesClasses, and
+// put the cloning-protection finalizer on source claims. Without it such claims are refused.
+func WithKubeClient(c kubernetes.Interface) Option {
+	return func(p *Provisioner) { p.kube = c }
+}
+
+// WithSnapshotClient lets the provisioner read VolumeSnapshots and VolumeSnapshotContents. Without it
+// restores are refused.
+func WithSnapshotClient(c snapclient.Interface) Option {
+	return func(p *Provisioner) { p.snapshots = c }
+}
+
+// WithEventRecorder gives the provisioner a recorder for the events it records itself.
+func WithEventRecorder(r record.EventRecorder) Option {
+	return func(p *Provisioner) { p.recorder = r }
+}
+
 // New returns a provisioner that creates PVs of the CSI driver driverName through core.
-func New(driverName string, core Core) *Provisioner {
-	return &Provisioner{name: driverName, core: core}
+func New(driverName string, core Core, opts ...Option) *Provisioner {
+	p := &Provisioner{name: driverName, core: core}
+	for _, o := range opts {
+		o(p)
+	}
+	if p.kube != nil {
+		p.guard = newCloneGuard(p.kube)
+	}
+	return p
 }
 
 // SupportsBlock tells the library to refuse block claims itself (with a ProvisioningFailed event).
@@ -64,7 +100,11 @@ var accessModes = map[v1.PersistentVolumeAccessMode]csi.VolumeCapability_AccessM
 func (p *Provisioner) Provision(ctx context.Context, o controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
 	pv, state, err := p.provision(ctx, o)
 	result := "success"
-	if err != nil {
+	var ignored *controller.IgnoredError
+	switch {
+	case errors.As(err, &ignored):
+		result = "ignored"
+	case err != nil:
 		result = status.Code(err).String()
 	}
 	metrics.Provisioned.WithLabelValues("provision", result).Inc()
@@ -81,12 +121,29 @@ func (p *Provisioner) provision(ctx context.Context, o controller.ProvisionOptio
 	final := func(format string, a ...any) error {
 		return status.Errorf(codes.InvalidArgument, "%s: %s", what, fmt.Sprintf(format, a...))
 	}
+	chk := checks{what: what}
+	// The data source's kind decides first, as in csi-provisioner: a populator's claim is its own.
+	ref := dataSourceOf(claim)
+	if ref != nil {
+		if ref.namespace != claim.Namespace {
+			st, err := chk.final(ref.field, "the source %s is in another namespace; cross-namespace data sources (ReferenceGrant) are not supported", ref)
+			return nil, st, err
+		}
+		if ref.name == "" {
+			st, err := chk.final(ref.field, "the data source has no name")
+			return nil, st, err
+		}
+		if ref.kind != kindClaim && ref.kind != kindSnapshot {
+			// A volume populator fills this claim; csi-provisioner leaves it alone the same way.
+			if p.recorder != nil {
+				p.recorder.Event(claim, v1.EventTypeNormal, "Provisioning", "Assuming an external populator will provision the volume")
+			}
+			return nil, controller.ProvisioningFinished, &controller.IgnoredError{Reason: fmt.Sprintf(
+				"data source (%s) is not handled by the provisioner, assuming an external populator will provision it", ref.kind)}
+		}
+	}
 	if claim.Spec.VolumeMode != nil && *claim.Spec.VolumeMode == v1.PersistentVolumeBlock {
 		return nil, controller.ProvisioningFinished, final("raw block volumes are not supported: an NFS directory can only be mounted (use volumeMode: Filesystem)")
-	}
-	if claim.Spec.DataSource != nil || claim.Spec.DataSourceRef != nil {
-		// Same refusal as CSI CreateVolume with a content source.
-		return nil, controller.ProvisioningFinished, final("volume content sources (clones, snapshots, populators) are not supported")
 	}
 	if len(claim.Spec.AccessModes) == 0 {
 		return nil, controller.ProvisioningFinished, final("the claim has no access modes")
@@ -102,20 +159,53 @@ func (p *Provisioner) provision(ctx context.Context, o controller.ProvisionOptio
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode},
 		})
 	}
-	request := claim.Spec.Resources.Requests[v1.ResourceStorage]
-	limit := claim.Spec.Resources.Limits[v1.ResourceStorage]
-	vol, err := p.core.Create(ctx, driver.CreateRequest{
+	src, st, err := p.resolveSource(ctx, chk, claim, ref)
+	if err != nil {
+		return nil, st, err
+	}
+	mutable, st, err := p.attributesClass(ctx, chk, claim)
+	if err != nil {
+		return nil, st, err
+	}
+	req := driver.CreateRequest{
 		Name:         o.PVName,
 		Parameters:   class.Parameters,
 		Capabilities: caps,
-		Required:     request.Value(),
-		Limit:        limit.Value(),
 		Vars: volume.TemplateVars{
 			PVCName: claim.Name, PVCNamespace: claim.Namespace, PVName: o.PVName,
 			Labels: claim.Labels, Annotations: claim.Annotations,
 		},
-	})
+		MutableParameters: mutable,
+	}
+	request := claim.Spec.Resources.Requests[v1.ResourceStorage]
+	limit := claim.Spec.Resources.Limits[v1.ResourceStorage]
+	req.Required, req.Limit = request.Value(), limit.Value()
+	if src != nil {
+		req.Source = src.csi
+	}
+	if src != nil && src.claim != nil {
+		// The source must outlive the copy: protected before it starts, released after it ends.
+		if err := p.guard.acquire(ctx, *src.claim, claim.UID); err != nil {
+			return nil, controller.ProvisioningNoChange, fmt.Errorf("%s: %s: protecting source %s with finalizer %s: %w; will retry",
+				what, ref.field, ref, CloneFinalizer, err)
+		}
+	}
+	vol, err := p.core.Create(ctx, req)
+	if src != nil && src.claim != nil {
+		p.guard.release(ctx, *src.claim, claim.UID, err != nil && stateOf(err) == controller.ProvisioningInBackground)
+	}
 	if err != nil {
+		// The core's refusal may be about the source or the class's parameters: say which were used.
+		var from []string
+		if ref != nil {
+			from = append(from, fmt.Sprintf("content from %s %s", ref.field, ref))
+		}
+		if name := deref(claim.Spec.VolumeAttributesClassName); name != "" {
+			from = append(from, "mutable parameters from spec.volumeAttributesClassName: VolumeAttributesClass "+name)
+		}
+		if len(from) > 0 {
+			return nil, stateOf(err), fmt.Errorf("%s (%s): %w", what, strings.Join(from, "; "), err)
+		}
 		return nil, stateOf(err), fmt.Errorf("%s: %w", what, err)
 	}
 
@@ -147,6 +237,9 @@ func (p *Provisioner) provision(ctx context.Context, o controller.ProvisionOptio
 				VolumeAttributes: vol.GetVolumeContext(),
 			}},
 		},
+	}
+	if name := deref(claim.Spec.VolumeAttributesClassName); name != "" {
+		pv.Spec.VolumeAttributesClassName = &name
 	}
 	klog.FromContext(ctx).V(2).Info("Provisioned volume", "PV", o.PVName, "PVC", klog.KObj(claim),
 		"volumeID", vol.GetVolumeId(), "reclaimPolicy", policy)

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v13/controller"
 
 	"github.com/paddock-csi/paddock/pkg/driver"
+	"github.com/paddock-csi/paddock/pkg/share"
 	"github.com/paddock-csi/paddock/pkg/volume"
 )
 
@@ -49,13 +50,20 @@ func (c *recordingCore) Delete(ctx context.Context, r driver.DeleteRequest) erro
 
 func newCore(t *testing.T) (*recordingCore, string) {
 	t.Helper()
+	core, _, export := newCoreAndWorkspace(t)
+	return core, export
+}
+
+// newCoreAndWorkspace also returns the driver's workspace, for tests that make snapshots on it.
+func newCoreAndWorkspace(t *testing.T) (*recordingCore, *share.Workspace, string) {
+	t.Helper()
 	ws, export := newWorkspace(t)
 	d, err := driver.New(driver.Options{Name: driverName, Version: "test", Mode: driver.ModeController,
 		Endpoint: "unix:///unused", FSTimeout: 5 * time.Second}, ws, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &recordingCore{d: d}, export
+	return &recordingCore{d: d}, ws, export
 }
 
 func policy(p v1.PersistentVolumeReclaimPolicy) *v1.PersistentVolumeReclaimPolicy { return &p }
@@ -190,13 +198,6 @@ func TestProvision(t *testing.T) {
 			claim:   claim(func(c *v1.PersistentVolumeClaim) { c.Spec.VolumeMode = &block }),
 			wantErr: []string{"block"}, state: controller.ProvisioningFinished,
 		},
-		{
-			name: "clone refused", class: class(nil),
-			claim: claim(func(c *v1.PersistentVolumeClaim) {
-				c.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "other"}
-			}),
-			wantErr: []string{"content sources"}, state: controller.ProvisioningFinished,
-		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -290,7 +291,8 @@ func checkPV(t *testing.T, pv *v1.PersistentVolume, sc *storagev1.StorageClass, 
 	if err != nil || v.SubDir != subDir || v.Name != "pvc-1" || v.Server != testServer || v.Share != testShare {
 		t.Errorf("volume handle %q decodes to %+v, %v", src.VolumeHandle, v, err)
 	}
-	want := map[string]string{"server": testServer, "share": testShare, "subDir": subDir}
+	// The class's mountOptions pin nfsvers=4.1, which the ID and the attributes then carry.
+	want := map[string]string{"server": testServer, "share": testShare, "subDir": subDir, "nfsvers": "4.1"}
 	if len(src.VolumeAttributes) != len(want) {
 		t.Errorf("volume attributes %v, want %v", src.VolumeAttributes, want)
 	}
