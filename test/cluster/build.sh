@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl and kubelet (for the guest node of test/e2e/kubelet) from the Go
-# module proxy (module ./tools) into a cache directory keyed
+# kubectl, kubelet (for the guest node of test/e2e/kubelet), and the
+# snapshot-controller and csi-snapshotter of external-snapshotter (for the
+# cluster tier's restores) from the Go module proxy (module ./tools) into a
+# cache directory keyed
 # by versions and a hash of tools/go.mod, and prints that bin dir on the last
 # stdout line. A second run with the binaries present only prints the dir.
 #
@@ -10,14 +12,15 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tools=$here/tools
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet snapshot-controller csi-snapshotter)
 
 # Versions come from go.mod (what MVS selected), so the stamps and the cache key
 # can never disagree with what is actually compiled.
 modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$tools/go.mod"; }
 k8s_ver=$(modver k8s.io/kubernetes)
 etcd_ver=$(modver go.etcd.io/etcd/server/v3)
-[[ -n $k8s_ver && -n $etcd_ver ]] || { echo "build.sh: cannot read versions from $tools/go.mod" >&2; exit 1; }
+snap_ver=$(modver github.com/kubernetes-csi/external-snapshotter/v8)
+[[ -n $k8s_ver && -n $etcd_ver && -n $snap_ver ]] || { echo "build.sh: cannot read versions from $tools/go.mod" >&2; exit 1; }
 
 # Bump when the build flags change, so old binaries are not reused.
 recipe=1
@@ -51,7 +54,9 @@ if ! have_all; then
 			[[ -n $commit ]] && ld+=" -X $p.gitCommit=$commit"
 		done
 		ld+=" -X go.etcd.io/etcd/api/v3/version.GitSHA=module-$etcd_ver"
-		echo "build.sh: building k8s $k8s_ver + etcd $etcd_ver into $bin (cold: ~10 min on 2 cores)" >&2
+		# external-snapshotter's commands print main.version (the kube mains have none).
+		ld+=" -X main.version=$snap_ver"
+		echo "build.sh: building k8s $k8s_ver + etcd $etcd_ver + external-snapshotter $snap_ver into $bin (cold: ~11 min on 2 cores)" >&2
 		# One invocation: packages shared by the binaries compile once.
 		# CGO_ENABLED=0 gives static binaries and needs no C toolchain.
 		# GOWORK=off: a go.work elsewhere in the tree must not pull this module in.
@@ -61,7 +66,9 @@ if ! have_all; then
 			k8s.io/kubernetes/cmd/kube-controller-manager \
 			k8s.io/kubernetes/cmd/kube-scheduler \
 			k8s.io/kubernetes/cmd/kubectl \
-			k8s.io/kubernetes/cmd/kubelet >&2
+			k8s.io/kubernetes/cmd/kubelet \
+			github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller \
+			github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter >&2
 		# go names the etcd main after its path minus the /v3 suffix.
 		mv "$tmp/server" "$tmp/etcd"
 		rm -rf "$bin"

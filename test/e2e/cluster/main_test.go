@@ -34,6 +34,8 @@ const (
 var (
 	env            *kubeenv.Env
 	ctrlKubeconfig string
+	snapKubeconfig string               // the csi-snapshotter's ServiceAccount (clone_test.go)
+	snapController *kubeenv.HostProcess // snapshot-controller on the host
 )
 
 func TestMain(m *testing.M) {
@@ -62,6 +64,21 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
 		return 1
 	}
+	// external-snapshotter v8.7.0, real: the CRDs, snapshot-controller on the host (admin kubeconfig,
+	// like kube-controller-manager), and the csi-snapshotter sidecar's RBAC and binary for the guest.
+	if err := env.InstallSnapshotCRDs(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
+		return 1
+	}
+	if snapController, err = env.StartSnapshotController(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
+		return 1
+	}
+	defer snapController.Stop()
+	if snapKubeconfig, err = env.InstallCSISnapshotter(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
+		return 1
+	}
 	if err := env.Cluster.AddFakeNode(ctx, nodeName, nil); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
 		return 1
@@ -73,7 +90,10 @@ func run(m *testing.M) int {
 	code := m.Run()
 	if code != 0 {
 		fmt.Printf("---- last lines of the in-guest controller's log ----\n%s\n", env.Log(ctx, ctrlName, 80))
+		fmt.Printf("---- last lines of the in-guest csi-snapshotter's log ----\n%s\n", env.Log(ctx, snapName, 40))
+		fmt.Printf("---- last lines of snapshot-controller's log ----\n%s\n", snapController.Tail(40))
 	}
+	_ = env.Guest.Kill(ctx, snapName, syscall.SIGTERM)
 	_ = env.StopPaddock(ctx, ctrlName, syscall.SIGTERM)
 	return code
 }
