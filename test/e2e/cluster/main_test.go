@@ -54,7 +54,7 @@ func run(m *testing.M) int {
 		fmt.Printf("[e2e-cluster %s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 	}
 	var err error
-	env, err = kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Logf: logf})
+	env, err = kubeenv.Start(ctx, kubeenv.Options{GuestDir: *guestDir, Logf: logf, Forward: []int{failoverPort}})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
 		return 1
