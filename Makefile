@@ -7,7 +7,9 @@ export PADDOCK_CACHE := $(CACHE)
 OUT ?= _output
 export OUT
 GUEST := $(OUT)/guest
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# The release, from VERSION: the one source of paddock --version, the image tag in deploy/kubernetes and the
+# chart's appVersion (deploy/deploy_test.go keeps them equal).
+VERSION := $(shell cat VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 CSI_TEST_VERSION := v5.6.0
 CSI_SANITY := $(CACHE)/tools/csi-test-$(CSI_TEST_VERSION)/csi-sanity
