@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -43,6 +46,8 @@ const (
 	registrarName    = "node-driver-registrar"
 	registrarImage   = "registry.k8s.io/sig-storage/csi-node-driver-registrar"
 	pluginsRegistry  = "/var/lib/kubelet/plugins_registry"
+
+	paddockImage = "ghcr.io/paddock-csi/paddock"
 )
 
 // registrationFlags are paddock's flags for registering itself with kubelet (pkg/registration).
@@ -159,12 +164,12 @@ func TestEveryDocumentDecodes(t *testing.T) {
 			t.Errorf("%s: %s has no metadata.name", d.where, d.gvk.Kind)
 		}
 	}
-	// Go files and README aside, deploy/ holds nothing but the three trees.
+	// Go files and README aside, deploy/ holds nothing but these trees (the chart's templates are
+	// not Kubernetes YAML until rendered: deploy/helm/test checks them).
+	trees := []string{baseDir, examplesDir, overlaysDir, "components", "helm"}
 	for _, f := range yamlFiles(t, ".") {
-		if !strings.HasPrefix(f, baseDir+string(filepath.Separator)) &&
-			!strings.HasPrefix(f, examplesDir+string(filepath.Separator)) &&
-			!strings.HasPrefix(f, overlaysDir+string(filepath.Separator)) {
-			t.Errorf("%s: YAML outside %s/, %s/ and %s/", f, baseDir, examplesDir, overlaysDir)
+		if !slices.ContainsFunc(trees, func(d string) bool { return strings.HasPrefix(f, d+string(filepath.Separator)) }) {
+			t.Errorf("%s: YAML outside %v", f, trees)
 		}
 	}
 }
@@ -595,4 +600,282 @@ func TestNodeRegistersItself(t *testing.T) {
 		t.Errorf("liveness probe: initialDelaySeconds %d, %d s before the first restart; a slow kubelet needs >= 20 and >= 120",
 			lp.InitialDelaySeconds, budget)
 	}
+}
+
+// allowedCaps are the capabilities each non-privileged container of Paddock's may add beyond none
+// (every one drops ALL); docs/install.md ("Privileges") says why for each.
+var allowedCaps = map[string][]corev1.Capability{
+	"paddock-controller/paddock": {"SYS_ADMIN", "NET_BIND_SERVICE", "CHOWN", "FOWNER", "FSETID", "DAC_OVERRIDE", "MKNOD"},
+}
+
+// TestHardening: no container has a privilege its work does not need. Only the node plugin, which
+// Kubernetes allows Bidirectional propagation only when privileged, is privileged; every other
+// container drops all capabilities and adds only its listed ones, runs under the runtime's seccomp
+// profile with a read-only root, and cannot gain privileges (unless it adds SYS_ADMIN, beside which
+// Kubernetes refuses allowPrivilegeEscalation: false). A pod on the host network serves /metrics and
+// /healthz on the node's loopback only, and kubelet probes it there.
+func TestHardening(t *testing.T) {
+	checkHardening(t, build(t, baseDir))
+}
+
+func checkHardening(t *testing.T, docs []document) {
+	t.Helper()
+	seen := 0
+	for _, d := range docs {
+		spec := podSpec(d.obj)
+		if spec == nil {
+			continue
+		}
+		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+			seen++
+			who := d.name() + "/" + c.Name
+			sc := c.SecurityContext
+			if sc == nil {
+				t.Errorf("%s: container %s has no securityContext", d.where, c.Name)
+				continue
+			}
+			privileged := sc.Privileged != nil && *sc.Privileged
+			bidirectional := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+				return m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional
+			})
+			if privileged {
+				if !bidirectional {
+					t.Errorf("%s: container %s is privileged without needing Bidirectional mount propagation", d.where, c.Name)
+				}
+			} else {
+				checkUnprivileged(t, d.where, who, spec, c)
+			}
+			if !spec.HostNetwork {
+				continue
+			}
+			// On the host network a listener on every address is reachable from every network the
+			// node is on.
+			if ep, ok := flagValue(c.Args, "--http-endpoint"); ok {
+				if host, _, err := net.SplitHostPort(ep); err != nil || (host != "127.0.0.1" && host != "::1") {
+					t.Errorf("%s: container %s: --http-endpoint=%s on the host network; want 127.0.0.1:PORT", d.where, c.Name, ep)
+				} else {
+					for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+						if p != nil && p.HTTPGet != nil && p.HTTPGet.Host != host {
+							t.Errorf("%s: container %s: probe of %s goes to host %q (the pod IP), where nothing listens; want %s",
+								d.where, c.Name, p.HTTPGet.Path, p.HTTPGet.Host, host)
+						}
+					}
+				}
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no containers")
+	}
+}
+
+func checkUnprivileged(t *testing.T, where, who string, spec *corev1.PodSpec, c corev1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	seccomp := sc.SeccompProfile
+	if seccomp == nil && spec.SecurityContext != nil {
+		seccomp = spec.SecurityContext.SeccompProfile
+	}
+	if seccomp == nil || seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("%s: container %s: seccompProfile %v, want RuntimeDefault (on the container or the pod)", where, c.Name, seccomp)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: container %s: readOnlyRootFilesystem is not true", where, c.Name)
+	}
+	var add []corev1.Capability
+	if sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Errorf("%s: container %s does not drop ALL capabilities", where, c.Name)
+	}
+	if sc.Capabilities != nil {
+		add = sc.Capabilities.Add
+	}
+	for _, cp := range add {
+		if !slices.Contains(allowedCaps[who], cp) {
+			t.Errorf("%s: container %s adds capability %s, not among its allowed %v", where, c.Name, cp, allowedCaps[who])
+		}
+	}
+	escalation := sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation
+	if escalation && !slices.Contains(add, "SYS_ADMIN") {
+		t.Errorf("%s: container %s: allowPrivilegeEscalation is not false", where, c.Name)
+	}
+	// The runtime's default AppArmor profile denies mount(2); nothing else needs it off.
+	if ap := sc.AppArmorProfile; ap != nil && ap.Type == corev1.AppArmorProfileTypeUnconfined && !slices.Contains(add, "SYS_ADMIN") {
+		t.Errorf("%s: container %s runs without AppArmor but mounts nothing", where, c.Name)
+	}
+}
+
+// TestPrivilegesDocumented: every capability a container adds, and the node plugin's privileged mode,
+// has its row in docs/install.md's privileges table (which says why).
+func TestPrivilegesDocumented(t *testing.T) {
+	data, err := os.ReadFile("../docs/install.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## Privileges")
+	if !ok {
+		t.Fatal(`docs/install.md has no "## Privileges" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	rows := map[string]string{} // "container privilege" -> the row
+	for _, line := range strings.Split(section, "\n") {
+		cells := strings.Split(strings.Trim(line, "| "), "|")
+		if len(cells) < 3 {
+			continue
+		}
+		rows[strings.TrimSpace(cells[0])+" "+strings.Trim(strings.TrimSpace(cells[1]), "`")] = line
+	}
+	for _, d := range build(t, baseDir) {
+		spec := podSpec(d.obj)
+		if spec == nil {
+			continue
+		}
+		for _, c := range spec.Containers {
+			who := d.name() + "/" + c.Name
+			var need []string
+			if sc := c.SecurityContext; sc != nil {
+				if sc.Privileged != nil && *sc.Privileged {
+					need = append(need, "privileged")
+				}
+				if sc.Capabilities != nil {
+					for _, cp := range sc.Capabilities.Add {
+						need = append(need, string(cp))
+					}
+				}
+				if sc.AppArmorProfile != nil && sc.AppArmorProfile.Type == corev1.AppArmorProfileTypeUnconfined {
+					need = append(need, "appArmorProfile: Unconfined")
+				}
+				if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+					need = append(need, "writable root filesystem")
+				}
+			}
+			for _, p := range need {
+				if rows[who+" "+p] == "" {
+					t.Errorf("docs/install.md, Privileges: no row %q | %q (container %s of %s)", who, p, c.Name, d.where)
+				}
+			}
+		}
+	}
+}
+
+// TestPinnedImages: every image in what users apply (the base, the examples, every overlay) names a
+// tag or a digest, and never latest.
+func TestPinnedImages(t *testing.T) {
+	dirs := []string{baseDir}
+	entries, err := os.ReadDir(overlaysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			dirs = append(dirs, filepath.Join(overlaysDir, e.Name()))
+		}
+	}
+	var docs []document
+	for _, dir := range dirs {
+		docs = append(docs, build(t, dir)...)
+	}
+	docs = append(docs, load(t, examplesDir)...)
+	docs = append(docs, load(t, baseDir)...)
+	for _, d := range docs {
+		spec := podSpec(d.obj)
+		if spec == nil {
+			continue
+		}
+		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+			if !pinned(c.Image) {
+				t.Errorf("%s: container %s: image %q is not pinned to a tag other than latest", d.where, c.Name, c.Image)
+			}
+		}
+	}
+}
+
+func pinned(image string) bool {
+	if _, digest, ok := strings.Cut(image, "@"); ok {
+		return strings.HasPrefix(digest, "sha256:")
+	}
+	i := strings.LastIndex(image, ":")
+	return i > strings.LastIndex(image, "/") && image[i+1:] != "latest"
+}
+
+// TestVersion: VERSION is the one release number. The Makefile stamps it into the binary (paddock
+// --version prints it), the base's image tag is it (in kustomization.yaml and in the files, for
+// kubectl apply -f), the Helm chart's appVersion is it and its version the same without the v, and
+// CHANGELOG.md has its section.
+func TestVersion(t *testing.T) {
+	data, err := os.ReadFile("../VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := strings.TrimSpace(string(data))
+	if !regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`).MatchString(version) || string(data) != version+"\n" {
+		t.Fatalf("VERSION is %q; want one line vMAJOR.MINOR.PATCH[-PRE]", data)
+	}
+	semver := strings.TrimPrefix(version, "v")
+
+	k := readKustomization(t, baseDir)
+	for _, im := range k.Images {
+		if im.Name == paddockImage && im.NewTag != version {
+			t.Errorf("%s/%s: images: %s newTag %q, want VERSION %s", baseDir, kustomization, im.Name, im.NewTag, version)
+		}
+	}
+	for _, d := range load(t, baseDir) {
+		if spec := podSpec(d.obj); spec != nil {
+			for _, c := range spec.Containers {
+				if name, tag, _ := strings.Cut(c.Image, ":"); name == paddockImage && tag != version {
+					t.Errorf("%s: container %s image %s, want tag %s", d.where, c.Name, c.Image, version)
+				}
+			}
+		}
+	}
+
+	chart := struct {
+		Version    string `json:"version"`
+		AppVersion string `json:"appVersion"`
+	}{}
+	if data, err := os.ReadFile("helm/paddock/Chart.yaml"); err != nil {
+		t.Error(err)
+	} else if err := yaml.Unmarshal(data, &chart); err != nil {
+		t.Errorf("helm/paddock/Chart.yaml: %v", err)
+	} else if chart.AppVersion != version || chart.Version != semver {
+		t.Errorf("helm/paddock/Chart.yaml: version %q, appVersion %q; want %s and %s", chart.Version, chart.AppVersion, semver, version)
+	}
+
+	if data, err := os.ReadFile("../CHANGELOG.md"); err != nil {
+		t.Error(err)
+	} else if !regexp.MustCompile(`(?m)^## \[` + regexp.QuoteMeta(semver) + `\] - [0-9]{4}-[0-9]{2}-[0-9]{2}$`).Match(data) {
+		t.Errorf("CHANGELOG.md has no section ## [%s] - YYYY-MM-DD", semver)
+	}
+
+	// The binary as the Makefile builds it (guest-binaries' flags, so make test builds it once).
+	ldflags := makeVar(t, "LDFLAGS")
+	if !strings.Contains(ldflags, "-X main.version="+version) {
+		t.Errorf("the Makefile's LDFLAGS %q do not stamp main.version=%s", ldflags, version)
+	}
+	bin := filepath.Join(t.TempDir(), "paddock")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, "../cmd/paddock")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if got := strings.TrimSpace(string(out)); err != nil || got != "paddock "+version {
+		t.Errorf("paddock --version: %q (%v), want %q", got, err, "paddock "+version)
+	}
+}
+
+// makeVar is the value of a variable of the repository's Makefile, as make computes it (VERSION
+// cleared from the environment, as make test has it).
+func makeVar(t *testing.T, name string) string {
+	t.Helper()
+	cmd := exec.Command("make", "-s", "--no-print-directory", "-C", "..", "--eval", "print-var: ; @echo $("+name+")", "print-var")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VERSION=") && !strings.HasPrefix(kv, "MAKEFLAGS=") && !strings.HasPrefix(kv, "MFLAGS=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make print-var %s: %v\n%s", name, err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
