@@ -281,6 +281,32 @@ func TestReaperResumesAfterRestart(t *testing.T) {
 	ws2.Close(context.Background())
 }
 
+// Without the cluster (pure CSI use), a new controller resumes reaping an export on the first call
+// that uses it: no AddExports, and no wait for ReapInterval.
+func TestReaperResumesOnFirstCall(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.TrashGrace = 1000 * time.Hour })
+	v := vol("pvc-r", "pvc-r", volume.OnDeleteDelete)
+	e.create(v, defaultOpts())
+	e.write("pvc-r/f", "x")
+	if err := e.ws.Delete(context.Background(), v); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.TrashGrace = 0
+	ws2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ws2.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done; ws2.Wait(); ws2.Close(context.Background()) }()
+	if _, err := ws2.Create(context.Background(), vol("pvc-s", "pvc-s", volume.OnDeleteDelete), defaultOpts()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first call's export to be swept", func() bool { return len(e.entries(trashDir)) == 0 })
+}
+
 func TestRunReapsOnKick(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())

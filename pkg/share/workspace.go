@@ -326,33 +326,33 @@ func (w *Workspace) knownGeneration() int {
 // outer one's claims, so no volume of the outer export can ever be that root, above it or below it.
 // The controller passes the exports it learns from the cluster (StorageClasses and PVs).
 func (w *Workspace) AddExports(xs ...Export) {
-	added := false
 	for _, x := range xs {
 		if x.Options == "" {
 			x.Options = defaultOptions
 		}
-		added = w.remember(x) || added
-	}
-	if added {
-		select {
-		case w.sweep <- struct{}{}:
-		default: // a sweep of every known export is already due
-		}
+		w.remember(x)
 	}
 }
 
-// remember records x as known, with its options as the latest way to mount its place; it reports
-// whether the place is new. Only AddExports and calls that found or made the export's metadata area
-// call it, so a forged volume ID names no export the reaper will sweep.
-func (w *Workspace) remember(x Export) bool {
+// remember records x as known, with its options as the latest way to mount its place. A new place
+// gets a sweep at once (Run), so trash and archives an earlier run left behind are handled as soon as
+// the export is known, whether from the cluster or from a call. Only AddExports and calls that found
+// or made the export's metadata area call it, so a forged volume ID names no export the reaper will
+// sweep.
+func (w *Workspace) remember(x Export) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	_, had := w.known[x.place()]
 	w.known[x.place()] = x
 	if !had {
 		w.knownGen++
 	}
-	return !had
+	w.mu.Unlock()
+	if !had {
+		select {
+		case w.sweep <- struct{}{}:
+		default: // a sweep of every known export is already due
+		}
+	}
 }
 
 // Close stops the reaper and unmounts every export.

@@ -119,10 +119,13 @@ func TestDeleteLargeTreeOnlyMoves(t *testing.T) {
 	}
 	t.Logf("trashed tree verified complete (%d files) in %v", files, time.Since(start).Round(time.Millisecond))
 
-	// The reaper resumes with the grace lifted and removes the whole tree over NFS.
+	// The reaper resumes with the grace lifted and removes the whole tree over NFS. This controller has
+	// no API access (pure CSI): it knows an export again once a call uses it, and sweeps it at once.
 	start = time.Now()
 	p.Stop()
 	p.Start("--trash-grace=0")
+	after := uniq("after")
+	deleteVolume(t, p.Controller, createVolume(t, p.Controller, after, class(exportA, "subDir", "${pv.metadata.name}")).GetVolumeId())
 	if !waitFor(10*time.Minute, func() bool { return len(trashEntries(exportA, name)) == 0 }) {
 		t.Fatalf("server: reaper did not remove the 50 000-file tree within 10 minutes")
 	}

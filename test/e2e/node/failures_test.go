@@ -62,7 +62,8 @@ func TestKillBetweenPublishAndUnpublish(t *testing.T) {
 }
 
 // Scenario 7b: paddock is killed between the rename into the trash and the reaping; restarted with
-// the grace lifted, the reaper resumes from the work dir's list of known exports and empties it.
+// the grace lifted and no API access (pure CSI: nothing is kept in the work dir), it knows the export
+// again at the first call that uses it, sweeps it at once and empties the trash.
 func TestReaperResumesAfterCrash(t *testing.T) {
 	guardExport(t, exportA)
 	p := startPaddock(t, "all", "--trash-grace=1h")
@@ -85,6 +86,11 @@ func TestReaperResumesAfterCrash(t *testing.T) {
 	p.Kill()
 	start := time.Now()
 	p.Start("--trash-grace=0")
+	time.Sleep(2 * time.Second)
+	if len(trashEntries(exportA, name)) != 1 {
+		t.Fatal("the trash was emptied before any call: the restarted controller knew the export from somewhere")
+	}
+	deleteVolume(t, p.Controller, createVolume(t, p.Controller, uniq("after"), class(exportA)).GetVolumeId())
 	if !waitFor(2*time.Minute, func() bool { return len(trashEntries(exportA, name)) == 0 }) {
 		t.Fatalf("server: reaper did not resume: trash still holds %v 2 minutes after restart", trashEntries(exportA, name))
 	}
