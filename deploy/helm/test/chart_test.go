@@ -631,7 +631,8 @@ func TestTwoReleases(t *testing.T) {
 	}
 }
 
-// checkHardening: no container has a privilege its work does not need (as deploy/deploy_test.go
+// checkHardening: every image is pinned (a tag other than latest, or a digest), and no container has
+// a privilege its work does not need (as deploy/deploy_test.go
 // checks the base): privileged only for Bidirectional propagation (or the registrar when asked);
 // otherwise drop ALL, add only the controller's listed capabilities, seccomp RuntimeDefault, read-only
 // root, no privilege escalation unless SYS_ADMIN; on the host network, loopback listeners probed there
@@ -650,6 +651,10 @@ func checkHardening(t *testing.T, objs []object) {
 			continue
 		}
 		for _, c := range spec.Containers {
+			if i := strings.LastIndex(c.Image, ":"); !strings.Contains(c.Image, "@sha256:") &&
+				(i < strings.LastIndex(c.Image, "/") || c.Image[i+1:] == "latest") {
+				t.Errorf("%s: container %s: image %q is not pinned to a tag other than latest", o.id, c.Name, c.Image)
+			}
 			sc := c.SecurityContext
 			if sc == nil {
 				t.Errorf("%s: container %s has no securityContext", o.id, c.Name)
