@@ -13,9 +13,13 @@ VERSION := $(shell cat VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 CSI_TEST_VERSION := v5.6.0
 CSI_SANITY := $(CACHE)/tools/csi-test-$(CSI_TEST_VERSION)/csi-sanity
+# csi-resizer at the release deploy/components/resizer pins, which the cluster tier runs for real
+# (test/e2e/kubeenv/sidecars.go builds it the same way, under the same lock, if it is missing).
+CSI_RESIZER_VERSION := $(shell sed -n 's|^ *image: registry.k8s.io/sig-storage/csi-resizer:\(v[0-9.]*\)$$|\1|p' deploy/components/resizer/controller.yaml)
+CSI_RESIZER := $(CACHE)/tools/external-resizer-$(CSI_RESIZER_VERSION)/csi-resizer
 VMRUN := $(GO) run ./test/vm/cmd/vmrun
 
-.PHONY: all build lint test-unit test-sanity test-e2e-node test-e2e-cluster test-e2e-kubelet test test-summary-reset bench demo guest-binaries clean fuzz stress
+.PHONY: all build lint test-unit test-sanity test-e2e-node test-e2e-cluster test-e2e-kubelet test-cross cross-warm test test-summary-reset bench demo guest-binaries clean fuzz stress
 
 all: build
 
@@ -65,7 +69,20 @@ test-sanity: guest-binaries
 test-e2e-node: guest-binaries
 	hack/tier.sh e2e-node go -- $(VMRUN) -share $(GUEST) -mem 2048 -timeout 30m -- /host/e2e-node.test -test.v -test.timeout=25m -paddock=/host/paddock
 
-test-e2e-cluster: guest-binaries
+# The Dockerfile's go build for each architecture the image is published for (amd64, arm64), run
+# by build/image's test; cross-warm compiles the arm64 side beforehand (make test does it in the
+# background) so that the tier only links.
+test-cross:
+	hack/tier.sh cross go -- env PADDOCK_CROSS=all $(GO) test -count=1 -v -run '^TestDockerfileCrossCompiles$$' ./build/image
+
+cross-warm:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o /dev/null ./cmd/paddock
+
+$(CSI_RESIZER):
+	mkdir -p $(dir $@)
+	flock $(CACHE)/tools/external-resizer.lock sh -c 'test -x $@ || GOWORK=off GOFLAGS= CGO_ENABLED=0 GOBIN=$(abspath $(dir $@)) $(GO) install -trimpath -ldflags "-s -w -X main.version=$(CSI_RESIZER_VERSION)" github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer@$(CSI_RESIZER_VERSION)'
+
+test-e2e-cluster: guest-binaries $(CSI_RESIZER)
 	hack/tier.sh e2e-cluster go -- $(GO) test -tags e2e -count=1 -v -timeout 40m ./test/e2e/cluster -guest-dir=$(abspath $(GUEST))
 
 # The guest as a real node (containerd, runc, CNI, kubelet) running the shipped manifests and image
@@ -84,10 +101,10 @@ test-summary-reset:
 # (or wait on the builds' locks). On a warm cache this only checks that they are there.
 test: test-summary-reset
 	@rc=0; \
-	for t in lint test-unit test-sanity test-e2e-node test-e2e-cluster test-e2e-kubelet; do \
+	for t in lint test-unit test-sanity test-e2e-node test-e2e-cluster test-e2e-kubelet test-cross; do \
 	  if [ $$t = test-sanity ]; then \
-	    echo "==== building the control plane, kubelet and the node runtime in the background ($(OUT)/prebuild.log) ===="; \
-	    ( nice -n 19 test/cluster/build.sh && nice -n 19 test/node/build.sh ) >$(OUT)/prebuild.log 2>&1 & \
+	    echo "==== building the control plane, kubelet, the node runtime, csi-resizer and the arm64 paddock in the background ($(OUT)/prebuild.log) ===="; \
+	    ( nice -n 19 test/cluster/build.sh && nice -n 19 test/node/build.sh && nice -n 19 $(MAKE) --no-print-directory $(CSI_RESIZER) cross-warm ) >$(OUT)/prebuild.log 2>&1 & \
 	  fi; \
 	  echo "==== make $$t ===="; \
 	  if ! $(MAKE) --no-print-directory $$t; then rc=1; [ $$t = lint ] && break; fi; \

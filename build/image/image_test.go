@@ -6,11 +6,14 @@ package image
 
 import (
 	"bufio"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -190,5 +193,174 @@ func TestImageScriptReadsTheLists(t *testing.T) {
 		if got, want := strings.Fields(string(out)), readList(t, list); !reflect.DeepEqual(got, want) {
 			t.Errorf("hack/image.sh reads %s as %q, want %q", list, got, want)
 		}
+	}
+}
+
+// stages splits the Dockerfile's instructions by FROM: each stage's FROM arguments and the
+// instructions after it.
+type stage struct {
+	from []string // FROM's words: [--platform=...] image [AS name]
+	ins  [][2]string
+}
+
+func stages(t *testing.T) []stage {
+	t.Helper()
+	var out []stage
+	for _, in := range instructions(t) {
+		if in[0] == "FROM" {
+			out = append(out, stage{from: strings.Fields(in[1])})
+			continue
+		}
+		if len(out) == 0 {
+			continue // ARGs before the first FROM
+		}
+		out[len(out)-1].ins = append(out[len(out)-1].ins, in)
+	}
+	if len(out) == 0 {
+		t.Fatal("no FROM in the Dockerfile")
+	}
+	return out
+}
+
+// goBuild is the build stage's go build command, with the instructions that declare its ARGs.
+func goBuild(t *testing.T, s stage) (cmd string, args []string) {
+	t.Helper()
+	for _, in := range s.ins {
+		switch in[0] {
+		case "ARG":
+			for _, a := range strings.Fields(in[1]) {
+				name, _, _ := strings.Cut(a, "=")
+				args = append(args, name)
+			}
+		case "RUN":
+			if strings.Contains(in[1], "go build") {
+				if cmd != "" {
+					t.Fatalf("two go build commands in the build stage: %q and %q", cmd, in[1])
+				}
+				cmd = in[1]
+			}
+		}
+	}
+	if cmd == "" {
+		t.Fatal("the build stage runs no go build")
+	}
+	return cmd, args
+}
+
+// TestDockerfileIsMultiArch: the build stage runs on the builder's platform
+// (--platform=$BUILDPLATFORM: the compiler is never emulated) and cross-compiles a static binary for
+// the target's TARGETOS/TARGETARCH, which it declares (BuildKit's platform ARGs are not seen in a
+// stage that does not), and the image stage, on the target's platform, copies it in.
+func TestDockerfileIsMultiArch(t *testing.T) {
+	st := stages(t)
+	if len(st) != 2 {
+		t.Fatalf("%d stages, want 2 (build, image)", len(st))
+	}
+	build, img := st[0], st[1]
+	if len(build.from) != 4 || build.from[0] != "--platform=$BUILDPLATFORM" || !strings.HasPrefix(build.from[1], "golang:") ||
+		!strings.EqualFold(build.from[2], "AS") {
+		t.Fatalf("build stage FROM %q, want FROM --platform=$BUILDPLATFORM golang:... AS <name>", build.from)
+	}
+	for _, w := range img.from {
+		if strings.HasPrefix(w, "--platform") {
+			t.Errorf("image stage FROM %q: it must be the target's platform (no --platform)", img.from)
+		}
+	}
+	cmd, args := goBuild(t, build)
+	for _, a := range []string{"TARGETOS", "TARGETARCH"} {
+		if !slices.Contains(args, a) {
+			t.Errorf("the build stage does not declare ARG %s, so $%s is empty in it", a, a)
+		}
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`\bCGO_ENABLED=0\b`),
+		regexp.MustCompile(`\bGOOS=\$\{?TARGETOS\}?\s`),
+		regexp.MustCompile(`\bGOARCH=\$\{?TARGETARCH\}?\s`),
+	} {
+		if !want.MatchString(cmd) {
+			t.Errorf("the go build command %q does not set %s", cmd, want)
+		}
+	}
+	copied := false
+	for _, in := range img.ins {
+		if in[0] == "COPY" && strings.HasPrefix(in[1], "--from="+build.from[3]+" ") {
+			copied = true
+		}
+	}
+	if !copied {
+		t.Errorf("the image stage copies nothing --from=%s", build.from[3])
+	}
+}
+
+// crossArches are the architectures TestDockerfileCrossCompiles builds for besides the host's:
+// a cold cross build compiles every dependency again (minutes on two cores), so the unit tier
+// builds the host's alone and make test-cross, which make test runs last (with that build warmed
+// up in the background), all of them: PADDOCK_CROSS=all.
+var crossArches = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// TestDockerfileCrossCompiles runs the build stage's go build command itself, as BuildKit would for
+// linux/amd64 and linux/arm64 (TARGETOS and TARGETARCH set, VERSION unset), and checks what it
+// makes: a static ELF for that machine; the host's one, run here, prints the VERSION file's
+// release. (No container engine runs here: the image stages themselves are not built by this test.)
+func TestDockerfileCrossCompiles(t *testing.T) {
+	cmd, declared := goBuild(t, stages(t)[0])
+	version, err := os.ReadFile(filepath.Join(root, "VERSION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type target struct {
+		goarch  string
+		machine elf.Machine
+	}
+	targets := []target{{runtime.GOARCH, crossArches[runtime.GOARCH]}}
+	if os.Getenv("PADDOCK_CROSS") == "all" {
+		for _, a := range []string{"amd64", "arm64"} {
+			if a != runtime.GOARCH {
+				targets = append(targets, target{a, crossArches[a]})
+			}
+		}
+	} else {
+		t.Logf("building for %s only; make test-cross builds for amd64 and arm64", runtime.GOARCH)
+	}
+	for _, arch := range targets {
+		t.Run(arch.goarch, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "paddock")
+			// The command as the Dockerfile has it, writing to a temp file instead of /out.
+			c := exec.Command("sh", "-c", strings.ReplaceAll(cmd, "/out/paddock", out))
+			c.Dir = root
+			// BuildKit hands the stage the platform ARGs it declares, as environment variables.
+			c.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+				return strings.HasPrefix(kv, "VERSION=") || strings.HasPrefix(kv, "GOOS=") || strings.HasPrefix(kv, "GOARCH=") ||
+					strings.HasPrefix(kv, "TARGETOS=") || strings.HasPrefix(kv, "TARGETARCH=")
+			})
+			for k, v := range map[string]string{"TARGETOS": "linux", "TARGETARCH": arch.goarch} {
+				if slices.Contains(declared, k) {
+					c.Env = append(c.Env, k+"="+v)
+				}
+			}
+			if b, err := c.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", c, err, b)
+			}
+			f, err := elf.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if f.Machine != arch.machine || f.Class != elf.ELFCLASS64 {
+				t.Errorf("built for %v (%v), want %v", f.Machine, f.Class, arch.machine)
+			}
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+					t.Errorf("the binary is dynamically linked (%v): the image has no Go toolchain's libc", p.Type)
+				}
+			}
+			if arch.goarch != runtime.GOARCH {
+				return
+			}
+			b, err := exec.Command(out, "--version").CombinedOutput()
+			if got, want := strings.TrimSpace(string(b)), "paddock "+strings.TrimSpace(string(version)); err != nil || got != want {
+				t.Errorf("paddock --version: %q (%v), want %q", got, err, want)
+			}
+		})
 	}
 }
