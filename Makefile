@@ -103,8 +103,8 @@ test: test-summary-reset
 	@rc=0; \
 	for t in lint test-unit test-sanity test-e2e-node test-e2e-cluster test-e2e-kubelet test-cross; do \
 	  if [ $$t = test-sanity ]; then \
-	    echo "==== building the control plane, kubelet, the node runtime, csi-resizer and the arm64 paddock in the background ($(OUT)/prebuild.log) ===="; \
-	    ( nice -n 19 test/cluster/build.sh && nice -n 19 test/node/build.sh && nice -n 19 $(MAKE) --no-print-directory $(CSI_RESIZER) cross-warm ) >$(OUT)/prebuild.log 2>&1 & \
+	    echo "==== building the control plane, kubelet, csi-resizer, the node runtime and the arm64 paddock in the background ($(OUT)/prebuild.log) ===="; \
+	    ( nice -n 19 test/cluster/build.sh && nice -n 19 $(MAKE) --no-print-directory $(CSI_RESIZER) && nice -n 19 test/node/build.sh && nice -n 19 $(MAKE) --no-print-directory cross-warm ) >$(OUT)/prebuild.log 2>&1 & \
 	  fi; \
 	  echo "==== make $$t ===="; \
 	  if ! $(MAKE) --no-print-directory $$t; then rc=1; [ $$t = lint ] && break; fi; \
