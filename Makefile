@@ -33,7 +33,7 @@ lint:
 	@echo "lint: ok"
 
 test-unit:
-	hack/tier.sh unit go -- bash -c 'rc=0; $(GO) test -race -count=1 -v ./... || rc=1; $(GO) -C deploy/helm/test test -count=1 -v ./... || rc=1; exit $$rc'
+	hack/tier.sh unit go -- bash -c 'rc=0; $(GO) test -race -count=1 -v ./... || rc=1; $(GO) -C deploy/helm/test test -race -count=1 -v ./... || rc=1; exit $$rc'
 
 # Short fuzz runs of every fuzzer in every package, FUZZTIME each (the long runs: docs/testing.md).
 fuzz:
