@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -174,6 +175,97 @@ func TestOverlaysServerSideDryRun(t *testing.T) {
 	if err == nil || !strings.Contains(out, "deletionPolicy") {
 		t.Errorf("a VolumeSnapshotClass with deletionPolicy Sometimes passed the dry run (%v):\n%s", err, out)
 	}
+}
+
+// deployFS is an in-memory copy of deploy/kubernetes and deploy/components, where overlays that
+// combine the components are written without touching the repository.
+func deployFS(t *testing.T) filesys.FileSystem {
+	t.Helper()
+	fsys := filesys.MakeFsInMemory()
+	for _, dir := range []string{"kubernetes", "components"} {
+		root := filepath.Join(env.Repo, "deploy", dir)
+		err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(filepath.Join(env.Repo, "deploy"), p)
+			return fsys.WriteFile("/deploy/"+filepath.ToSlash(rel), data)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fsys
+}
+
+// Every combination of the components (node-driver-registrar, snapshots, resizer, each with and
+// without, and kubelet-dir last with k0s's and microk8s's root dir, or without), as an overlay of a
+// user's would list them, server-side with dryRun=All: what deploy/overlays ships and what users
+// compose from it alike.
+func TestComponentCombinationsServerSideDryRun(t *testing.T) {
+	ctx := kubeenv.Context(t, 5*time.Minute)
+	fsys := deployFS(t)
+	optional := []string{"node-driver-registrar", "snapshots", "resizer"}
+	n := 0
+	for mask := 0; mask < 1<<len(optional); mask++ {
+		for _, kubeletDir := range []string{"", "/var/lib/k0s/kubelet", "/var/snap/microk8s/common/var/lib/kubelet"} {
+			var comps []string
+			for i, c := range optional {
+				if mask&(1<<i) != 0 {
+					comps = append(comps, c)
+				}
+			}
+			k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../kubernetes\n"
+			if kubeletDir != "" {
+				k += "  - kubelet-dir.yaml\n"
+				comps = append(comps, "kubelet-dir")
+			}
+			if len(comps) > 0 {
+				k += "components:\n"
+				for _, c := range comps {
+					k += "  - ../../components/" + c + "\n"
+				}
+			}
+			dir := fmt.Sprintf("/deploy/combos/%d", n)
+			n++
+			must := func(err error) {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			must(fsys.MkdirAll(dir))
+			must(fsys.WriteFile(dir+"/kustomization.yaml", []byte(k)))
+			if kubeletDir != "" {
+				must(fsys.WriteFile(dir+"/kubelet-dir.yaml", []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: paddock-kubelet-dir\n"+
+					"  annotations:\n    config.kubernetes.io/local-config: \"true\"\ndata:\n  kubeletDir: "+kubeletDir+"\n")))
+			}
+			m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
+			if err != nil {
+				t.Fatalf("components %v: %v", comps, err)
+			}
+			var objs []renderedObject
+			for _, r := range m.Resources() {
+				y, err := r.AsYAML()
+				if err != nil {
+					t.Fatal(err)
+				}
+				objs = append(objs, renderedObject{r.GetApiVersion(), r.GetKind(), r.GetNamespace(), r.GetName(), y})
+			}
+			out, err := dryRun(ctx, "-f", writeObjects(t, objs))
+			if err != nil {
+				t.Errorf("components %v: %v", comps, err)
+				continue
+			}
+			if got := strings.Count(out, "serverside-applied (server dry run)"); got != len(objs) {
+				t.Errorf("components %v: %d of %d objects applied:\n%s", comps, got, len(objs), out)
+			}
+		}
+	}
+	t.Logf("%d combinations accepted by the API server's dry run", n)
 }
 
 // ---------- the sidecars for real ----------
@@ -498,6 +590,11 @@ func TestResizerComponentForReal(t *testing.T) {
 	}
 	checkUpstreamRBAC(t, filepath.Join(dir, "deploy", "kubernetes", "rbac.yaml"))
 
+	ns := env.NewNamespace(t, "resize")
+	// The class exists before csi-resizer starts: a claim naming a class its informer has not seen
+	// yet is marked Pending ("does not exist") and only retried at its resync (10 minutes).
+	vac := volumeAttributesClass(t, "restricted-"+ns, kubeenv.Driver, map[string]string{"mode": "0750", "gid": "2000"})
+
 	const name = "overlay-csi-resizer"
 	// The modify controller starts only where the VolumeAttributesClass API is served (v1 here).
 	if err := env.StartSidecar(ctx, name, append([]string{guestBin}, guestArgs(t, c)...), "Starting external resizer for modify volume"); err != nil {
@@ -511,7 +608,6 @@ func TestResizerComponentForReal(t *testing.T) {
 	})
 	waitLease(t, "external-resizer-"+strings.ReplaceAll(kubeenv.Driver, ".", "-"))
 
-	ns := env.NewNamespace(t, "resize")
 	// Expansion needs a class that allows it.
 	sc := env.NewStorageClass(t, "resize", &storagev1.StorageClass{AllowVolumeExpansion: ptr.To(true), Parameters: map[string]string{
 		"server": kubeenv.Server, "share": kubeenv.ExportA, "subDir": "${pvc.metadata.namespace}-${pvc.metadata.name}"}})
@@ -549,7 +645,6 @@ func TestResizerComponentForReal(t *testing.T) {
 	})
 
 	t.Run("volumeAttributesClass", func(t *testing.T) {
-		vac := volumeAttributesClass(t, "restricted-"+ns, kubeenv.Driver, map[string]string{"mode": "0750", "gid": "2000"})
 		patch := `{"spec":{"volumeAttributesClassName":"` + vac + `"}}`
 		if _, err := claims.Patch(ctx, "data", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
