@@ -355,6 +355,7 @@ func checkCombo(t *testing.T, c combo, docs, base []document) {
 		}
 	}
 	checkObjects(t, builtin)
+	checkHardening(t, builtin) // deploy_test.go's policy for every container, the sidecars too
 
 	deploy := controllerDeployment(t, docs)
 	ds := nodeDaemonSet(t, docs)
