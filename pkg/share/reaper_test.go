@@ -247,9 +247,11 @@ func TestReaperRefusesSymlinkedMetadata(t *testing.T) {
 	}
 }
 
-// A new controller resumes reaping as soon as it learns the export (AddExports, from the cluster):
-// nothing is read from the work dir.
-func TestReaperResumesAfterRestart(t *testing.T) {
+// restartedWithTrash leaves one volume in the trash of a workspace that then "crashes" (goes away
+// without reaping, its mount left behind), and starts a new one on the same work dir, with no trash
+// grace and its reaper running (stopped at the end of the test).
+func restartedWithTrash(t *testing.T) (*env, *Workspace) {
+	t.Helper()
 	e := newEnv(t, func(c *Config) { c.TrashGrace = 1000 * time.Hour })
 	v := vol("pvc-r", "pvc-r", volume.OnDeleteDelete)
 	e.create(v, defaultOpts())
@@ -260,7 +262,6 @@ func TestReaperResumesAfterRestart(t *testing.T) {
 	if n := len(e.entries(trashDir)); n != 1 {
 		t.Fatalf("trash holds %d entries", n)
 	}
-	// "Crash": the old workspace goes away without reaping (its mount left behind), a new one starts.
 	cfg := e.cfg
 	cfg.TrashGrace = 0
 	ws2, err := New(cfg)
@@ -270,37 +271,25 @@ func TestReaperResumesAfterRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { ws2.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; ws2.Wait(); ws2.Close(context.Background()) })
+	return e, ws2
+}
+
+// A new controller resumes reaping as soon as it learns the export (AddExports, from the cluster):
+// nothing is read from the work dir.
+func TestReaperResumesAfterRestart(t *testing.T) {
+	e, ws2 := restartedWithTrash(t)
 	if k := ws2.Known(); len(k) != 0 {
 		t.Fatalf("the new workspace knows %v before it is told", k)
 	}
 	ws2.AddExports(xp)
 	eventually(t, "the new workspace to empty the trash", func() bool { return len(e.entries(trashDir)) == 0 })
-	cancel()
-	<-done
-	ws2.Wait()
-	ws2.Close(context.Background())
 }
 
 // Without the cluster (pure CSI use), a new controller resumes reaping an export on the first call
 // that uses it: no AddExports, and no wait for ReapInterval.
 func TestReaperResumesOnFirstCall(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.TrashGrace = 1000 * time.Hour })
-	v := vol("pvc-r", "pvc-r", volume.OnDeleteDelete)
-	e.create(v, defaultOpts())
-	e.write("pvc-r/f", "x")
-	if err := e.ws.Delete(context.Background(), v); err != nil {
-		t.Fatal(err)
-	}
-	cfg := e.cfg
-	cfg.TrashGrace = 0
-	ws2, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ws2.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done; ws2.Wait(); ws2.Close(context.Background()) }()
+	e, ws2 := restartedWithTrash(t)
 	if _, err := ws2.Create(context.Background(), vol("pvc-s", "pvc-s", volume.OnDeleteDelete), defaultOpts()); err != nil {
 		t.Fatal(err)
 	}
