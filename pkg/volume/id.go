@@ -48,6 +48,8 @@ type Volume struct {
 	// class's or PV's mountOptions). It is not part of the ID: "" means "as the export was last known
 	// to be mounted" (share.Workspace keeps that).
 	MountOptions string
+	// QuotaAgent, when set, is the quota agent that enforces the volume's capacity (host:port).
+	QuotaAgent string
 }
 
 // Validate checks every field with the same rules the parameters and templates use.
@@ -87,6 +89,11 @@ func (v Volume) Validate() error {
 			return fmt.Errorf("nfsvers: %w", err)
 		}
 	}
+	if v.QuotaAgent != "" {
+		if err := ValidateQuotaAgent(v.QuotaAgent); err != nil {
+			return fmt.Errorf("quotaAgent: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -112,7 +119,10 @@ func validateNFSVers(v string) error {
 
 // ID encodes the volume as:
 //
-//	1#<onDelete>[<retention seconds>]#<nfsvers>#<server>#<share>#<name>#<subDir, empty when equal to name>
+//	1#<onDelete>[<retention seconds>]#<nfsvers>#<server>#<share>#<name>#<subDir, empty when equal to name>[#<quota agent>]
+//
+// The quota agent's field is there only for a volume whose capacity is enforced, so every ID issued
+// before quotas existed keeps its meaning.
 //
 // Fields are percent-escaped for '%', '#' and non-printable bytes only, so an ordinary volume
 // (pvc-<uuid> on a short server and export) stays near 70 bytes, well under CSI's 128.
@@ -126,6 +136,9 @@ func (v Volume) ID() string {
 		sub = ""
 	}
 	fields := []string{IDVersion, flags, v.NFSVers, v.Server, v.Share, v.Name, sub}
+	if v.QuotaAgent != "" {
+		fields = append(fields, v.QuotaAgent)
+	}
 	for i := range fields {
 		fields[i] = escape(fields[i])
 	}
@@ -139,8 +152,8 @@ func ParseID(id string) (Volume, error) {
 		return Volume{}, fmt.Errorf("%w: %q", ErrNotPaddockID, truncate(id))
 	}
 	fields := strings.Split(id, "#")
-	if len(fields) != 7 {
-		return Volume{}, fmt.Errorf("%w: %d fields, want 7", ErrMalformedID, len(fields))
+	if len(fields) != 7 && len(fields) != 8 {
+		return Volume{}, fmt.Errorf("%w: %d fields, want 7 (or 8 with a quota agent)", ErrMalformedID, len(fields))
 	}
 	for i := range fields {
 		f, err := unescape(fields[i])
@@ -150,6 +163,12 @@ func ParseID(id string) (Volume, error) {
 		fields[i] = f
 	}
 	v := Volume{NFSVers: fields[2], Server: fields[3], Share: fields[4], Name: fields[5], SubDir: fields[6]}
+	if len(fields) == 8 {
+		if fields[7] == "" {
+			return Volume{}, fmt.Errorf("%w: empty quota agent field", ErrMalformedID)
+		}
+		v.QuotaAgent = fields[7]
+	}
 	flags := fields[1]
 	if flags == "" {
 		return Volume{}, fmt.Errorf("%w: empty onDelete flag", ErrMalformedID)

@@ -25,6 +25,8 @@ func roundTripVolumes() map[string]Volume {
 	}
 	return map[string]Volume{
 		"ordinary":           ord,
+		"quota agent":        with(func(v *Volume) { v.QuotaAgent = "nfs.example.com:9820" }),
+		"quota agent ipv6":   with(func(v *Volume) { v.QuotaAgent = "[fd00::1]:9820" }),
 		"hostname":           with(func(v *Volume) { v.Server = "nfs.storage.example.com" }),
 		"ipv6":               with(func(v *Volume) { v.Server = "[fd00::1]" }),
 		"ipv6 zone":          with(func(v *Volume) { v.Server = "[fe80::1%eth0]" }),

@@ -36,7 +36,7 @@ const (
 // KnownParams lists every parameter key, for error messages and docs.
 func KnownParams() []string {
 	k := []string{ParamServer, ParamShare, ParamSubDir, ParamOnDelete, ParamArchiveRetention, ParamMode,
-		ParamUID, ParamGID, ParamReclaimPolicy, ParamReuseExisting, ParamNFSVers}
+		ParamUID, ParamGID, ParamReclaimPolicy, ParamReuseExisting, ParamNFSVers, ParamQuota, ParamQuotaAgent, ParamQuotaInodes}
 	sort.Strings(k)
 	return k
 }
@@ -67,6 +67,7 @@ type Params struct {
 	ReclaimPolicy    ReclaimPolicy
 	ReuseExisting    bool
 	NFSVers          string
+	Quota            QuotaParams
 	// Template inputs the csi-provisioner passed as parameters (csi.storage.k8s.io/*).
 	CSIVars TemplateVars
 }
@@ -190,6 +191,11 @@ func ParseParams(m map[string]string) (Params, error) {
 		}
 		p.NFSVers = v
 	}
+	q, err := parseQuota(m)
+	if err != nil {
+		return p, err
+	}
+	p.Quota = q
 	p.CSIVars = TemplateVars{PVCName: m[CSIPVCName], PVCNamespace: m[CSIPVCNamespace], PVName: m[CSIPVName]}
 	return p, nil
 }
@@ -214,7 +220,7 @@ func (p Params) Volume(name string, vars TemplateVars) (Volume, error) {
 		return Volume{}, &ParamError{Key: ParamSubDir, Value: p.SubDir.String(), Reason: err.Error()}
 	}
 	v := Volume{Server: p.Server, Share: p.Share, SubDir: dir, Name: name, OnDelete: p.OnDelete,
-		ArchiveRetention: p.ArchiveRetention, NFSVers: p.NFSVers}
+		ArchiveRetention: p.ArchiveRetention, NFSVers: p.NFSVers, QuotaAgent: p.Quota.Agent}
 	return v, v.Validate()
 }
 

@@ -362,7 +362,7 @@ func TestParseParamsUnknownListsKnown(t *testing.T) {
 }
 
 func TestKnownParams(t *testing.T) {
-	want := []string{"archiveRetention", "gid", "mode", "nfsvers", "onDelete", "reclaimPolicy", "reuseExisting",
+	want := []string{"archiveRetention", "gid", "mode", "nfsvers", "onDelete", "quota", "quotaAgent", "quotaInodes", "reclaimPolicy", "reuseExisting",
 		"server", "share", "subDir", "uid"}
 	got := KnownParams()
 	if strings.Join(got, ",") != strings.Join(want, ",") {
