@@ -129,5 +129,29 @@ image-archive:
 images:
 	GO='$(GO)' VERSION='$(VERSION)' LDFLAGS='$(LDFLAGS)' hack/image.sh paddock pause busybox
 
+# The quota agent's gRPC API: regenerates the committed Go code in pkg/quota/api from quota.proto
+# (make test does not need it). protoc is Debian's (apt-get install -y protobuf-compiler); the Go
+# plugins are installed in $(CACHE)/tools, protoc-gen-go at google.golang.org/protobuf's version in
+# go.mod (the generated code must match the runtime), protoc-gen-go-grpc at one that pairs with grpc's.
+PROTOC_GEN_GO_VERSION := $(shell sed -n 's|^\tgoogle.golang.org/protobuf \(v[^ ]*\)$$|\1|p' go.mod)
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+PROTOC_GEN_GO := $(CACHE)/tools/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)/protoc-gen-go
+PROTOC_GEN_GO_GRPC := $(CACHE)/tools/protoc-gen-go-grpc-$(PROTOC_GEN_GO_GRPC_VERSION)/protoc-gen-go-grpc
+
+$(PROTOC_GEN_GO):
+	mkdir -p $(dir $@)
+	CGO_ENABLED=0 GOBIN=$(abspath $(dir $@)) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(PROTOC_GEN_GO_GRPC):
+	mkdir -p $(dir $@)
+	CGO_ENABLED=0 GOBIN=$(abspath $(dir $@)) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+.PHONY: proto
+proto: $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+	@command -v protoc >/dev/null || { echo "proto: protoc not found: apt-get install -y protobuf-compiler"; exit 1; }
+	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GO_GRPC) \
+	  -I pkg/quota/api --go_out=paths=source_relative:pkg/quota/api \
+	  --go-grpc_out=paths=source_relative:pkg/quota/api pkg/quota/api/quota.proto
+
 clean:
 	rm -rf bin $(OUT)

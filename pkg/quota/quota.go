@@ -70,4 +70,7 @@ var (
 	ErrExhausted = errors.New("no free project ID in the configured range")
 	// ErrInvalid: a malformed target (absolute or escaping path, empty field).
 	ErrInvalid = errors.New("invalid quota target")
+	// ErrUnavailable: the agent could not be reached (down, unreachable, or the TLS handshake
+	// failed). The call may or may not have taken effect; every method is idempotent, so retry later.
+	ErrUnavailable = errors.New("quota agent unavailable")
 )
