@@ -113,8 +113,20 @@ func (d *Driver) Create(ctx context.Context, r CreateRequest) (*csi.Volume, erro
 	if err != nil {
 		return nil, err
 	}
-	got, err := d.share.Create(ctx, v, share.CreateOptions{Mode: volume.FileMode(p.Mode), UID: p.UID, GID: p.GID, Reuse: p.ReuseExisting,
-		Capacity: capacity, Source: src})
+	o := share.CreateOptions{Mode: volume.FileMode(p.Mode), UID: p.UID, GID: p.GID, Reuse: p.ReuseExisting,
+		Capacity: capacity, Source: src}
+	if v.QuotaAgent != "" {
+		if capacity <= 0 {
+			return nil, invalid("CreateVolume %s: capacity_range: the class enforces capacity (%s=%s), so the volume needs a size (the claim's storage request)",
+				r.Name, volume.ParamQuota, volume.QuotaEnforce)
+		}
+		q, err := d.quotaOf(v)
+		if err != nil {
+			return nil, toStatus(v.ID(), err)
+		}
+		o.Enforce = setQuota(q, v, p.Quota.Inodes)
+	}
+	got, err := d.share.Create(ctx, v, o)
 	if err != nil {
 		return nil, toStatus(v.ID(), err)
 	}
@@ -167,8 +179,17 @@ func (d *Driver) Delete(ctx context.Context, r DeleteRequest) error {
 			return invalid("DeleteVolume %s: PV %v", id, err)
 		}
 	}
-	// share.Delete serializes calls on the volume and refuses one still controller-published.
-	if err := d.share.Delete(ctx, v); err != nil {
+	// share.Delete serializes calls on the volume and refuses one still controller-published; a
+	// volume with enforced capacity gives its project back first (unless it is retained).
+	var release func(context.Context) error
+	if v.QuotaAgent != "" && v.OnDelete != volume.OnDeleteRetain {
+		q, err := d.quotaOf(v)
+		if err != nil {
+			return toStatus(id, err)
+		}
+		release = releaseQuota(q, v)
+	}
+	if err := d.share.DeleteWith(ctx, v, release); err != nil {
 		return toStatus(id, err)
 	}
 	klog.FromContext(ctx).V(2).Info("Volume deleted", "volumeID", id, "onDelete", v.OnDelete)
@@ -259,8 +280,17 @@ func (c *controller) ControllerExpandVolume(ctx context.Context, req *csi.Contro
 	if l := req.GetCapacityRange().GetLimitBytes(); l > 0 && want > l {
 		return nil, status.Errorf(codes.OutOfRange, "volume %s: required %d exceeds limit %d", req.GetVolumeId(), want, l)
 	}
-	// NFS directories have no size of their own: expansion records the new size and needs no node step.
-	if err := c.d.share.SetCapacity(ctx, v, want); err != nil {
+	// NFS directories have no size of their own: expansion records the new size, raises the quota of a
+	// volume with enforced capacity, and needs no node step (the node's statfs shows the new limit).
+	var enforce func(context.Context, int64) error
+	if v.QuotaAgent != "" {
+		q, err := c.d.quotaOf(v)
+		if err != nil {
+			return nil, toStatus(req.GetVolumeId(), err)
+		}
+		enforce = raiseQuota(q, v)
+	}
+	if err := c.d.share.SetCapacity(ctx, v, want, enforce); err != nil {
 		return nil, toStatus(req.GetVolumeId(), err)
 	}
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: want, NodeExpansionRequired: false}, nil

@@ -54,6 +54,7 @@ type harnessOpts struct {
 	nodes      NodeDirectory
 	maxVolumes int64
 	topology   map[string]string
+	quotas     QuotaAgents
 }
 
 func start(t *testing.T, ho harnessOpts) *harness {
@@ -94,7 +95,7 @@ func start(t *testing.T, ho harnessOpts) *harness {
 	}
 	d, err := New(Options{Name: DefaultName, Version: "v9.9.9-test", Mode: ho.mode, NodeID: "node-1",
 		Endpoint: "unix://" + h.sock, FSTimeout: 5 * time.Second, Nodes: ho.nodes, MaxVolumesPerNode: ho.maxVolumes,
-		Topology: ho.topology}, ws, h.nodeFake)
+		Topology: ho.topology, QuotaAgents: ho.quotas}, ws, h.nodeFake)
 	if err != nil {
 		t.Fatal(err)
 	}

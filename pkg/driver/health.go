@@ -47,7 +47,13 @@ func (c *controller) ControllerGetVolumeHealth(ctx context.Context, req *csi.Con
 	problem, err := c.d.share.VolumeHealth(ctx, v)
 	switch {
 	case err == nil:
-		return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: controllerHealth(id, problem)}, nil
+		h := controllerHealth(id, problem)
+		if problem == "" && v.QuotaAgent != "" {
+			if e := c.d.quotaHealth(ctx, v); e != nil {
+				h.HealthStatuses = append(h.HealthStatuses, e)
+			}
+		}
+		return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: h}, nil
 	case status.Code(toStatus(id, err)) == codes.NotFound:
 		return nil, toStatus(id, err)
 	}
@@ -71,14 +77,22 @@ func (c *controller) ControllerListVolumeHealth(ctx context.Context, req *csi.Co
 	if err != nil {
 		return nil, status.Errorf(codeOf(err), "ControllerListVolumeHealth: %v", err)
 	}
-	ids := make([]string, len(sick))
-	for i, lv := range sick {
+	all, err := c.d.withQuotaHealth(ctx, sick)
+	if err != nil {
+		return nil, status.Errorf(codeOf(err), "ControllerListVolumeHealth: %v", err)
+	}
+	ids := make([]string, len(all))
+	for i, lv := range all {
 		ids[i] = lv.ID
 	}
 	from, to, next := page(ids, req.GetMaxEntries(), req.GetStartingToken())
 	resp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
-	for _, lv := range sick[from:to] {
-		resp.Entries = append(resp.Entries, controllerHealth(lv.ID, lv.Problem))
+	for _, lv := range all[from:to] {
+		h := controllerHealth(lv.ID, lv.Problem)
+		if lv.quota != nil {
+			h.HealthStatuses = append(h.HealthStatuses, lv.quota)
+		}
+		resp.Entries = append(resp.Entries, h)
 	}
 	return resp, nil
 }

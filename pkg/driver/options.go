@@ -46,6 +46,9 @@ type Options struct {
 	// OnListening, if set, is called by Serve once the endpoint accepts connections, before it serves
 	// them: the node plugin registers with kubelet from there, so kubelet never dials a missing socket.
 	OnListening func()
+	// QuotaAgents reaches the quota agents of classes with quota=enforce (package quota). Nil: such
+	// classes are refused with FailedPrecondition.
+	QuotaAgents QuotaAgents
 }
 
 // Validate checks the options a Driver needs.

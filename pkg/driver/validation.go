@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/paddock-csi/paddock/pkg/mount"
+	"github.com/paddock-csi/paddock/pkg/quota"
 	"github.com/paddock-csi/paddock/pkg/share"
 	"github.com/paddock-csi/paddock/pkg/volume"
 )
@@ -34,6 +35,16 @@ func toStatus(volID string, err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, share.ErrSourceNotFound), errors.Is(err, share.ErrSnapshotNotFound):
 		code = codes.NotFound
+	case errors.Is(err, quota.ErrUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, quota.ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, quota.ErrNotOwned), errors.Is(err, quota.ErrUnsupported):
+		code = codes.FailedPrecondition // the class names an agent that cannot limit this export
+	case errors.Is(err, quota.ErrNotFound), errors.Is(err, quota.ErrNoProject):
+		code = codes.NotFound
+	case errors.Is(err, quota.ErrExhausted):
+		code = codes.ResourceExhausted
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
 		code = codes.ResourceExhausted
 	case errors.Is(err, share.ErrConflict), errors.Is(err, share.ErrNotDir), errors.Is(err, share.ErrRootSquashed),

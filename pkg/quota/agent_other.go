@@ -11,10 +11,14 @@ type IDRange struct{ First, Last uint32 }
 var DefaultIDRange = IDRange{First: 1 << 20, Last: 1<<31 - 1}
 
 // ParseIDRange is only meaningful where the agent runs.
-func ParseIDRange(string) (IDRange, error) { return IDRange{}, errors.New("the quota agent runs on Linux only") }
+func ParseIDRange(string) (IDRange, error) {
+	return IDRange{}, errors.New("the quota agent runs on Linux only")
+}
 
 // Agent is Linux-only: project quotas are set with Linux's fsxattr ioctls and quotactl_fd.
 type Agent struct{}
 
 // NewAgent refuses: see Agent.
-func NewAgent([]string, IDRange) (*Agent, error) { return nil, errors.New("the quota agent runs on Linux only") }
+func NewAgent([]string, IDRange) (*Agent, error) {
+	return nil, errors.New("the quota agent runs on Linux only")
+}

@@ -51,6 +51,7 @@ type claim struct {
 	OnDelete  volume.OnDelete
 	Retention time.Duration
 	NFSVers   string
+	Quota     string // the quota agent of a volume with enforced capacity
 	Source    string // "snapshot:<id>" or "volume:<id>" when made from a content source
 	// The parameters a repeated CreateVolume must match (HasParams false in older claims).
 	HasParams bool
@@ -78,7 +79,7 @@ func claimOf(v volume.Volume, o CreateOptions) claim {
 }
 
 func (c *claim) setID(v volume.Volume) {
-	c.HasID, c.OnDelete, c.Retention, c.NFSVers = true, v.OnDelete, v.ArchiveRetention, v.NFSVers
+	c.HasID, c.OnDelete, c.Retention, c.NFSVers, c.Quota = true, v.OnDelete, v.ArchiveRetention, v.NFSVers, v.QuotaAgent
 }
 
 func (c *claim) setParams(o CreateOptions) {
@@ -97,6 +98,8 @@ func (c claim) differs(v volume.Volume, o CreateOptions) string {
 		return fmt.Sprintf("archiveRetention %v, not %v", c.Retention, v.ArchiveRetention)
 	case c.HasID && c.NFSVers != v.NFSVers:
 		return fmt.Sprintf("nfsvers %q, not %q", c.NFSVers, v.NFSVers)
+	case c.HasID && c.Quota != v.QuotaAgent:
+		return fmt.Sprintf("quota agent %q, not %q", c.Quota, v.QuotaAgent)
 	case c.HasParams && c.Mode != modeBits(o.Mode):
 		return fmt.Sprintf("mode %v, not %v", c.Mode, modeBits(o.Mode))
 	case c.HasParams && (c.UID != o.UID || c.GID != o.GID):
@@ -142,6 +145,9 @@ func (c claim) encode() []byte {
 		// Values are volume names, IDs and flags: none holds a newline.
 		s += fmt.Sprintf("ondelete=%s\nretention=%d\nnfsvers=%s\nsource=%s\n",
 			c.OnDelete, int64(c.Retention/time.Second), c.NFSVers, c.Source)
+		if c.Quota != "" {
+			s += "quota=" + c.Quota + "\n"
+		}
 	}
 	if c.HasParams {
 		s += fmt.Sprintf("mode=%o\nuid=%d\ngid=%d\n", volume.Octal(c.Mode), c.UID, c.GID)
@@ -177,6 +183,8 @@ func parseClaim(b []byte, subDir string) (claim, error) {
 			c.NFSVers = v
 		case "source":
 			c.Source = v
+		case "quota":
+			c.Quota = v
 		case "mode":
 			n, err := strconv.ParseUint(v, 8, 32)
 			if err == nil {

@@ -124,7 +124,7 @@ func listedVolume(r *os.Root, claimsFD int, x Export, file string) (ListedVolume
 		return ListedVolume{}, false
 	}
 	v := volume.Volume{Server: x.Server, Share: x.Share, NFSVers: x.NFSVers, SubDir: c.SubDir, Name: c.Name,
-		OnDelete: c.OnDelete, ArchiveRetention: c.Retention, MountOptions: x.Options}
+		OnDelete: c.OnDelete, ArchiveRetention: c.Retention, MountOptions: x.Options, QuotaAgent: c.Quota}
 	if err := v.Validate(); err != nil {
 		klog.V(2).InfoS("Skipping a claim that does not make a valid volume", "subDir", subDir, "err", err)
 		return ListedVolume{}, false

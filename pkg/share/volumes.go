@@ -60,6 +60,10 @@ type CreateOptions struct {
 	Capacity int64 // recorded in the claim: NFS has no quota, but CSI idempotency compares sizes
 	// Source, when set, fills the new volume with a copy of a snapshot or another volume.
 	Source *Source
+	// Enforce, when set, runs under the volume's lock once the volume is complete, on every call (a
+	// repeat or a retry too), with the volume's recorded capacity: the class's capacity limit (package quota). Its failure fails the Create,
+	// so a volume of an enforcing class is never returned without its limit.
+	Enforce func(ctx context.Context, capacity int64) error
 }
 
 func (o CreateOptions) sourceString() string {
@@ -115,6 +119,9 @@ func (w *Workspace) Create(ctx context.Context, v volume.Volume, o CreateOptions
 			simple: o.Source == nil && o.UID < 0 && o.GID < 0 && mkdirIsExact(o.Mode)}
 		err := cr.run()
 		capacity = cr.capacity
+		if err == nil && o.Enforce != nil {
+			err = o.Enforce(c.ctx, capacity)
+		}
 		return err
 	})
 	if err != nil {
@@ -525,23 +532,30 @@ func (w *Workspace) binNames(ctx context.Context, r *os.Root, dir, label string,
 	return true, nil
 }
 
-// SetCapacity records a new capacity for an existing volume (ControllerExpandVolume). NFS enforces
-// no size; the record keeps CreateVolume's idempotency checks true after an expansion.
-func (w *Workspace) SetCapacity(ctx context.Context, v volume.Volume, capacity int64) error {
+// SetCapacity records a new capacity for an existing volume (ControllerExpandVolume); the record
+// keeps CreateVolume's idempotency checks true after an expansion. NFS enforces no size: enforce, when
+// set, applies the new one (package quota) under the volume's lock, on every call, so a retry after it
+// failed applies it again.
+func (w *Workspace) SetCapacity(ctx context.Context, v volume.Volume, capacity int64, enforce func(ctx context.Context, capacity int64) error) error {
 	return w.run(ctx, op{keys: []string{volumeKey(v)}, x: exportOf(v), timeout: w.cfg.FSTimeout, what: "expand " + v.SubDir}, func(c *call) error {
 		cl, err := claimFor(c.r, v)
 		if err != nil {
 			return err
 		}
-		if cl.Capacity >= capacity {
-			return nil
+		if cl.Capacity < capacity {
+			m, err := c.meta()
+			if err != nil {
+				return err
+			}
+			cl.Capacity = capacity
+			if err := m.writeClaim(cl); err != nil {
+				return err
+			}
 		}
-		m, err := c.meta()
-		if err != nil {
-			return err
+		if enforce != nil {
+			return enforce(c.ctx, cl.Capacity)
 		}
-		cl.Capacity = capacity
-		return m.writeClaim(cl)
+		return nil
 	})
 }
 
@@ -553,6 +567,14 @@ func (w *Workspace) SetCapacity(ctx context.Context, v volume.Volume, capacity i
 // succeeds and touches nothing, as CSI asks of a volume that no longer exists. A volume still
 // controller-published is refused (ErrInUse).
 func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
+	return w.DeleteWith(ctx, v, nil)
+}
+
+// DeleteWith is Delete with release run under the volume's lock once the directory is known to be this
+// volume's and unpublished, just before it leaves its place for the trash or the archive (never for
+// retain): the release of its capacity limit (package quota). A forged ID naming another volume's
+// directory never reaches it; its failure fails the Delete, which a retry repeats.
+func (w *Workspace) DeleteWith(ctx context.Context, v volume.Volume, release func(context.Context) error) error {
 	return w.run(ctx, op{keys: []string{volumeKey(v)}, x: exportOf(v), timeout: w.cfg.FSTimeout, what: "delete " + v.SubDir}, func(c *call) error {
 		r := c.r
 		// Read before writing anything: a forged ID naming a directory Paddock never provisioned (an
@@ -632,6 +654,11 @@ func (w *Workspace) Delete(ctx context.Context, v volume.Volume) error {
 			dstFD, dst = m.trashFD(), trashName(now, v.Name)
 		case volume.OnDeleteArchive:
 			dstFD, dst = m.archiveFD(), archiveName(v.SubDir, now, v.ArchiveRetention)
+		}
+		if dst != "" && release != nil {
+			if err := release(c.ctx); err != nil {
+				return err
+			}
 		}
 		if dst != "" {
 			err := renameInto(r, m, v.SubDir, dstFD, dst)

@@ -567,10 +567,10 @@ func TestDeleteOfAnotherVolumesDirectoryTouchesNothing(t *testing.T) {
 			}
 		})
 	}
-	if err := e.ws.SetCapacity(context.Background(), vol("pvc-thief", "owned", volume.OnDeleteDelete), 10); !errors.Is(err, ErrNotFound) {
+	if err := e.ws.SetCapacity(context.Background(), vol("pvc-thief", "owned", volume.OnDeleteDelete), 10, nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("SetCapacity by a non-owner = %v, want ErrNotFound", err)
 	}
-	if err := e.ws.SetCapacity(context.Background(), vol("pvc-x", "unclaimed", volume.OnDeleteDelete), 10); !errors.Is(err, ErrNotFound) {
+	if err := e.ws.SetCapacity(context.Background(), vol("pvc-x", "unclaimed", volume.OnDeleteDelete), 10, nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("SetCapacity of an unclaimed dir = %v, want ErrNotFound", err)
 	}
 }
@@ -582,7 +582,7 @@ func TestSetCapacity(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ set, want int64 }{{20, 20}, {15, 20}, {30, 30}} {
-		if err := e.ws.SetCapacity(context.Background(), v, tc.set); err != nil {
+		if err := e.ws.SetCapacity(context.Background(), v, tc.set, nil); err != nil {
 			t.Fatal(err)
 		}
 		got, err := e.ws.Create(context.Background(), v, CreateOptions{Mode: 0o777, UID: -1, GID: -1, Capacity: 1})
