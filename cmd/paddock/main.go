@@ -32,6 +32,7 @@ type flags struct {
 	topology                                                  string
 	showVersion                                               bool
 	kube                                                      kubeFlags
+	quota                                                     quotaFlags
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -39,7 +40,7 @@ func parseFlags(args []string) (flags, error) {
 	fs := flag.NewFlagSet("paddock", flag.ContinueOnError)
 	klog.InitFlags(fs)
 	host, _ := os.Hostname()
-	fs.StringVar(&f.mode, "mode", "all", "CSI services to serve: controller, node or all")
+	fs.StringVar(&f.mode, "mode", "all", "CSI services to serve: controller, node or all; or quota-agent, the quota agent on an NFS server host")
 	fs.StringVar(&f.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
 	fs.StringVar(&f.nodeID, "node-id", host, "this node's name (node mode)")
 	fs.StringVar(&f.driverName, "driver-name", driver.DefaultName, "CSI driver and provisioner name")
@@ -58,6 +59,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.kubeletRegistrationPath, "kubelet-registration-path", "", "node, with --registration-dir: the CSI socket path kubelet dials, as the host sees it (default: the path of a unix:// --endpoint, right only when the plugin sees host paths)")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	f.kube.register(fs)
+	f.quota.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -87,6 +89,11 @@ func main() {
 }
 
 func run(f flags) error {
+	if f.mode == modeQuotaAgent {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return runQuotaAgent(ctx, f)
+	}
 	topology, err := driver.ParseTopology(f.topology)
 	if err != nil {
 		return err
@@ -97,6 +104,12 @@ func run(f flags) error {
 	if err := opts.Validate(); err != nil {
 		return err
 	}
+	agents, closeAgents, err := f.quota.controllerAgents()
+	if err != nil {
+		return err
+	}
+	defer closeAgents()
+	opts.QuotaAgents = agents
 	regCfg, err := registrationConfig(f)
 	if err != nil {
 		return err
