@@ -371,6 +371,14 @@ func (a *Agent) Set(ctx context.Context, t Target, l Limit) (Usage, error) {
 	if err := a.k.setLimit(tg.fs.fd, id, l); err != nil {
 		return Usage{}, fmt.Errorf("%s/%s: %w", t.Export, t.Path, err)
 	}
+	if cur, _, err := a.k.project(tg.fd); err != nil || cur != id {
+		// The directory is not tagged yet: what it already holds (a clone's copy, an adopted
+		// directory's files) gets the ID first, so it counts against the limit. The directory itself
+		// comes last, so an interrupted walk is walked again by the retry.
+		if err := a.tagTree(ctx, tg.fd, tg.fs.dev, id); err != nil {
+			return Usage{}, fmt.Errorf("%s/%s: %w", t.Export, t.Path, err)
+		}
+	}
 	if err := a.k.setProject(tg.fd, id, true); err != nil {
 		return Usage{}, fmt.Errorf("%s/%s: %w", t.Export, t.Path, err)
 	}
@@ -380,6 +388,56 @@ func (a *Agent) Set(ctx context.Context, t Target, l Limit) (Usage, error) {
 	}
 	klog.V(2).InfoS("Quota set", "export", t.Export, "path", t.Path, "project", id, "bytes", l.Bytes, "inodes", l.Inodes)
 	return u, nil
+}
+
+// tagTree gives every directory and regular file below the directory open as dirfd the project id
+// (directories with PROJINHERIT), as xfs_quota's "project -s" does. It follows no symlink, crosses no
+// mount and opens nothing but directories and regular files (a FIFO would block the open).
+func (a *Agent) tagTree(ctx context.Context, dirfd int, dev uint64, id uint32) error {
+	d := os.NewFile(uintptr(dupFD(dirfd)), "volume")
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return fmt.Errorf("listing for project %d: %w", id, err)
+	}
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return err
+		}
+		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if st.Dev != dev || !isDir && st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue
+		}
+		flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NONBLOCK
+		if isDir {
+			flags |= unix.O_DIRECTORY
+		}
+		fd, err := unix.Openat(dirfd, name, flags, 0)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+				continue // replaced meanwhile
+			}
+			return err
+		}
+		if isDir {
+			err = a.tagTree(ctx, fd, dev, id)
+		}
+		if err == nil {
+			err = a.k.setProject(fd, id, isDir)
+		}
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // allocate takes a free ID for the directory: its record is created with O_EXCL (so no other agent

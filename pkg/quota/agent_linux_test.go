@@ -359,3 +359,37 @@ func TestParseIDRange(t *testing.T) {
 		}
 	}
 }
+
+func TestSetTagsWhatTheDirectoryAlreadyHolds(t *testing.T) {
+	fsroot, mi := testFS(t)
+	exp := filepath.Join(fsroot, "export")
+	mkdirs(t, filepath.Join(exp, "clone", "sub"), filepath.Join(fsroot, "elsewhere"))
+	for _, f := range []string{"clone/a", "clone/sub/b"} {
+		if err := os.WriteFile(filepath.Join(exp, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(fsroot, "elsewhere"), filepath.Join(exp, "clone", "out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(exp, "clone", "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := newFakeKernel()
+	a := newTestAgent(t, k, fsroot, mi, IDRange{First: 100, Last: 200})
+	u, err := a.Set(context.Background(), Target{Export: exp, Path: "clone"}, Limit{Bytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// clone, sub, a, b: four inodes carry the ID; the symlink's target and the FIFO do not.
+	if u.Inodes != 4 {
+		t.Fatalf("%d inodes carry project %d, want 4 (the directory, sub, a, b)", u.Inodes, u.ProjectID)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(fsroot, "elsewhere"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if k.projects[st.Ino] != 0 {
+		t.Fatal("the walk followed a symlink out of the volume")
+	}
+}
