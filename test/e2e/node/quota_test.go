@@ -3,15 +3,8 @@
 package node
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +19,8 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/paddock-csi/paddock/pkg/quota/rpc/rpctest"
 )
 
 // Enforced capacity (package quota) against the real thing: the guest's /srv/nfs/q is XFS mounted
@@ -41,69 +36,30 @@ const (
 
 // ---------- certificates ----------
 
-type pki struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
+const server4 = "127.0.0.1"
+
+func newCA(t *testing.T, cn string) *rpctest.CA {
+	t.Helper()
+	ca, err := rpctest.NewCA(cn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
 }
 
-func newCA(t *testing.T, cn string) *pki {
+// issue writes credentials for cn signed by ca, trusting trust, into a new directory.
+func issue(t *testing.T, ca *rpctest.CA, cn string, server bool, trust *rpctest.CA) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &pki{cert: c, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue writes a TLS Secret's layout (tls.crt, tls.key, ca.crt) for cn into a new directory; trust
-// is the CA bundle the holder verifies its peer with.
-func (ca *pki) issue(t *testing.T, cn string, server bool, trust *pki) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	usage := x509.ExtKeyUsageClientAuth
-	if server {
-		usage = x509.ExtKeyUsageServerAuth
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
-	if server {
-		tmpl.IPAddresses = []net.IP{net.ParseIP(server4)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := newDir(t, "tls-"+cn)
-	for name, b := range map[string][]byte{
-		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
-		"ca.crt":  trust.pem,
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	id := rpctest.Identity{CommonName: cn, Server: server, Trust: trust}
+	if server {
+		id.Hosts = []string{server4}
+	}
+	if err := ca.WriteDir(dir, id); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
-
-const server4 = "127.0.0.1"
 
 // ---------- the agent ----------
 
@@ -282,8 +238,8 @@ func near(got, want, slack int64) bool { return got >= want-slack && got <= want
 func TestQuotaEnforcedThroughTheMount(t *testing.T) {
 	guardExport(t, exportQ)
 	ca := newCA(t, "paddock-e2e-ca")
-	agent := startAgent(t, ca.issue(t, "quota-agent", true, ca))
-	p := startPaddock(t, "all", "--quota-credentials="+ca.issue(t, "paddock-controller", false, ca))
+	agent := startAgent(t, issue(t, ca, "quota-agent", true, ca))
+	p := startPaddock(t, "all", "--quota-credentials="+issue(t, ca, "paddock-controller", false, ca))
 	for _, vers := range []string{"3", "4.2"} {
 		t.Run("nfsvers="+vers, func(t *testing.T) {
 			name := uniq("quota")
@@ -369,8 +325,8 @@ func TestQuotaEnforcedThroughTheMount(t *testing.T) {
 func TestQuotaProjectsAreNeverShared(t *testing.T) {
 	guardExport(t, exportQ)
 	ca := newCA(t, "paddock-e2e-ca")
-	agent := startAgent(t, ca.issue(t, "quota-agent", true, ca))
-	p := startPaddock(t, "all", "--quota-credentials="+ca.issue(t, "paddock-controller", false, ca))
+	agent := startAgent(t, issue(t, ca, "quota-agent", true, ca))
+	p := startPaddock(t, "all", "--quota-credentials="+issue(t, ca, "paddock-controller", false, ca))
 	base := uniq("nest")
 	params := quotaClass(agent.addr, "4.2", "subDir", base+"/${pv.metadata.name}")
 	errs := make(chan error, 6)
@@ -415,8 +371,8 @@ func TestQuotaProjectsAreNeverShared(t *testing.T) {
 func TestQuotaAgentFailures(t *testing.T) {
 	guardExport(t, exportQ)
 	ca := newCA(t, "paddock-e2e-ca")
-	agent := startAgent(t, ca.issue(t, "quota-agent", true, ca))
-	p := startPaddock(t, "all", "--quota-credentials="+ca.issue(t, "paddock-controller", false, ca))
+	agent := startAgent(t, issue(t, ca, "quota-agent", true, ca))
+	p := startPaddock(t, "all", "--quota-credentials="+issue(t, ca, "paddock-controller", false, ca))
 	params := quotaClass(agent.addr, "4.2")
 
 	// Down: Unavailable, and the directory (made before the limit) has no project.
@@ -466,11 +422,11 @@ func TestQuotaAgentFailures(t *testing.T) {
 
 	// Bad certificates: a controller whose client certificate another CA signed is refused.
 	rogue := newCA(t, "rogue-ca")
-	bad := startPaddock(t, "all", "--quota-credentials="+rogue.issue(t, "paddock-controller", false, ca))
+	bad := startPaddock(t, "all", "--quota-credentials="+issue(t, rogue, "paddock-controller", false, ca))
 	_, err = createSized(bad.Controller, t, uniq("rogue"), params, 5*mib, time.Minute)
 	wantCode(t, "CreateVolume with a client certificate from another CA", err, codes.Unavailable)
 	// And one that does not trust the agent's CA refuses the agent.
-	distrust := startPaddock(t, "all", "--quota-credentials="+ca.issue(t, "paddock-controller", false, rogue))
+	distrust := startPaddock(t, "all", "--quota-credentials="+issue(t, ca, "paddock-controller", false, rogue))
 	_, err = createSized(distrust.Controller, t, uniq("distrust"), params, 5*mib, time.Minute)
 	wantCode(t, "CreateVolume with an agent the controller does not trust", err, codes.Unavailable)
 	if st, _ := status.FromError(err); st != nil && !strings.Contains(st.Message(), "certificate") {
