@@ -36,6 +36,7 @@ var (
 	ctrlKubeconfig string
 	snapKubeconfig string               // the csi-snapshotter's ServiceAccount (clone_test.go)
 	snapController *kubeenv.HostProcess // snapshot-controller on the host
+	quotaClient    string               // the controller's --quota-credentials in the guest (quota_test.go)
 )
 
 func TestMain(m *testing.M) {
@@ -83,6 +84,14 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
 		return 1
 	}
+	// The quota agent on the guest's XFS export, and the controller's client identity for it.
+	if quotaClient, err = env.QuotaCredentials(); err == nil {
+		err = env.StartQuotaAgent(ctx)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e-cluster: quota agent: %v\n", err)
+		return 1
+	}
 	if err := startController(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e-cluster: %v\n", err)
 		return 1
@@ -92,6 +101,7 @@ func run(m *testing.M) int {
 		fmt.Printf("---- last lines of the in-guest controller's log ----\n%s\n", env.Log(ctx, ctrlName, 80))
 		fmt.Printf("---- last lines of the in-guest csi-snapshotter's log ----\n%s\n", env.Log(ctx, snapName, 40))
 		fmt.Printf("---- last lines of snapshot-controller's log ----\n%s\n", snapController.Tail(40))
+		fmt.Printf("---- last lines of the in-guest quota agent's log ----\n%s\n", env.Log(ctx, kubeenv.QuotaAgentName, 40))
 	}
 	_ = env.Guest.Kill(ctx, snapName, syscall.SIGTERM)
 	_ = env.StopPaddock(ctx, ctrlName, syscall.SIGTERM)
@@ -99,5 +109,6 @@ func run(m *testing.M) int {
 }
 
 func startController(ctx context.Context) error {
-	return env.StartPaddock(ctx, ctrlName, ctrlSock, kubeenv.ControllerArgs(ctrlKubeconfig, ctrlSock, ctrlWork)...)
+	return env.StartPaddock(ctx, ctrlName, ctrlSock, append(kubeenv.ControllerArgs(ctrlKubeconfig, ctrlSock, ctrlWork),
+		"--quota-credentials="+quotaClient)...)
 }

@@ -644,6 +644,8 @@ func TestResizerComponentForReal(t *testing.T) {
 		}
 	})
 
+	t.Run("enforced capacity", func(t *testing.T) { quotaExpansion(t, name) })
+
 	t.Run("volumeAttributesClass", func(t *testing.T) {
 		patch := `{"spec":{"volumeAttributesClassName":"` + vac + `"}}`
 		if _, err := claims.Patch(ctx, "data", types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
