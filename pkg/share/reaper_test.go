@@ -131,7 +131,7 @@ func TestScrubLongDirectoryName(t *testing.T) {
 	long := strings.Repeat("n", volume.MaxComponent)
 	e.mkdir(long, 0o755)
 	e.write(long+"/f", "x")
-	v := vol(volume.StaticName, long, volume.OnDeleteRetain)
+	v := vol(volume.StaticName(long), long, volume.OnDeleteRetain)
 	if err := e.ws.Scrub(context.Background(), v); err != nil {
 		t.Fatalf("Scrub of a %d-byte directory name = %v", len(long), err)
 	}

@@ -727,8 +727,9 @@ func renameInto(r *os.Root, m *metaFDs, subDir string, dstFD int, name string) e
 // at once whatever its size. Symlinks are moved, never followed. A directory claimed by another
 // volume, holding other volumes, or holding another export's root is refused. A directory with no
 // claim (a static volume an admin made by hand) is claimed for v first, with its pins, so no volume
-// can be created inside it while, or after, it is scrubbed. The loop stops at the deadline, and the
-// volume stays locked until it has.
+// can be created inside it while, or after, it is scrubbed; a static volume's name is its directory's
+// (volume.StaticName), and a claim 0.1.0 made for it under another name is still its (legacyStatic).
+// The loop stops at the deadline, and the volume stays locked until it has.
 func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 	return w.run(ctx, op{keys: []string{volumeKey(v)}, x: exportOf(v), timeout: 10 * w.cfg.FSTimeout, what: "scrub " + v.SubDir}, func(c *call) error {
 		r := c.r
@@ -773,7 +774,7 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 				return fmt.Errorf("%w; refusing to scrub it", err)
 			}
 		}
-		if cl.isMarker() || cl.Name != v.Name {
+		if cl.isMarker() || cl.Name != v.Name && !legacyStatic(cl, v) {
 			return fmt.Errorf("%w: %q is %s, not volume %s; refusing to scrub it", ErrConflict, v.SubDir, cl.owner(), v.Name)
 		}
 		unmark, err := m.markPath(v.SubDir, "scrub "+v.Name, c.w.cfg.Now(), c.w.markStale())
@@ -811,6 +812,15 @@ func (w *Workspace) Scrub(ctx context.Context, v volume.Volume) error {
 			}
 		}
 	})
+}
+
+// legacyStatic tells a claim that release 0.1.0 wrote when it recycled the static volume v, which it
+// named volume.LegacyStaticName (as it named every static volume). The claim lies at v's subDir, so it is
+// v's; it is honoured as it is, not renamed: renaming buys nothing, and a rollback to 0.1.0 could not
+// recycle the PV any more. Its entry in the name index ("static") stays too: no Create can take that
+// name (Params.Volume refuses it), and no static volume asks for it any more.
+func legacyStatic(cl claim, v volume.Volume) bool {
+	return cl.Name == volume.LegacyStaticName && v.Name == volume.StaticName(v.SubDir)
 }
 
 // markStale is the age after which a Delete's or Scrub's cross-controller mark is taken to be a

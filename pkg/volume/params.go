@@ -1,6 +1,8 @@
 package volume
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"slices"
@@ -206,6 +208,11 @@ func (p Params) Volume(name string, vars TemplateVars) (Volume, error) {
 	if err := ValidateName(name); err != nil {
 		return Volume{}, fmt.Errorf("volume name: %w", err)
 	}
+	if isStaticName(name) {
+		// A claim names its volume: a provisioned volume of a static volume's name could take over the
+		// static directory (or be taken over by its PV) wherever the class's subDir lands on it.
+		return Volume{}, fmt.Errorf("volume name %q is reserved for hand-made static PVs", name)
+	}
 	if vars.PVName == "" {
 		vars.PVName = name
 	}
@@ -234,13 +241,52 @@ func (v Volume) Context() map[string]string {
 	return c
 }
 
-// StaticName is the volume name of a hand-made PV described by volumeAttributes.
-const StaticName = "static"
+// LegacyStaticName is the one volume name release 0.1.0 gave every static volume. A recycle recorded
+// it in the export's name index for the first static directory it claimed, after which every other
+// static volume of that export was "volume static exists with different arguments". Claims of that name
+// are still honoured as the static volume at their subDir (share.Workspace.Scrub).
+const LegacyStaticName = "static"
+
+// staticPrefix starts every static volume name. Provisioned names are PV names (pvc-<uid>);
+// Params.Volume refuses the static ones, so no CreateVolume can ever own a static volume's claim.
+const staticPrefix = "static-"
+
+// staticHashLen is how many bytes of the SHA-256 of its subDir a static volume name carries: 128 bits,
+// so two directories never share one, in 39 bytes that keep the volume's ID and log lines short.
+const staticHashLen = 16
+
+// StaticName is the volume name of the hand-made PV whose directory is subDir: "static-" and the first
+// 128 bits of the SHA-256 of subDir in hex (one safe path component). Each static directory of an export
+// gets a name of its own, so any number of them can be claimed there, and the same one on every call,
+// so a retry after a crash finds its own earlier claim. The export is not hashed: names are per export.
+// (Ownership never rests on the name alone: a claim is found by its full subDir.)
+func StaticName(subDir string) string {
+	sum := sha256.Sum256([]byte(subDir))
+	return staticPrefix + hex.EncodeToString(sum[:staticHashLen])
+}
+
+// isStaticName tells a name StaticName gives (or gave, in 0.1.0) to a static volume.
+func isStaticName(name string) bool {
+	h, ok := strings.CutPrefix(name, staticPrefix)
+	if !ok {
+		return name == LegacyStaticName
+	}
+	if len(h) != 2*staticHashLen {
+		return false
+	}
+	for _, c := range h {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // FromContext builds the volume a static PV describes with volumeAttributes (server, share, subDir,
 // optionally nfsvers). Its handle is not used as the volume name: hand-written handles often hold '/'
-// and other characters a name may not; every static volume is named StaticName and is never deleted
-// by Paddock (onDelete retain). Prefixed keys (with a '/', such as csi.storage.k8s.io/* or
+// and other characters a name may not, and two PVs may name one directory with different handles. A
+// static volume is named after its directory (StaticName) and is never deleted by Paddock (onDelete
+// retain). Prefixed keys (with a '/', such as csi.storage.k8s.io/* or
 // storage.kubernetes.io/csiProvisionerIdentity) belong to Kubernetes and are ignored.
 func FromContext(handle string, ctx map[string]string) (Volume, error) {
 	for k := range ctx {
@@ -254,7 +300,7 @@ func FromContext(handle string, ctx map[string]string) (Volume, error) {
 		}
 	}
 	v := Volume{Server: ctx[ParamServer], Share: ctx[ParamShare], SubDir: ctx[ParamSubDir], NFSVers: ctx[ParamNFSVers],
-		Name: StaticName, OnDelete: OnDeleteRetain}
+		Name: StaticName(ctx[ParamSubDir]), OnDelete: OnDeleteRetain}
 	if err := ValidateServer(v.Server); err != nil {
 		return Volume{}, &ParamError{Key: ParamServer, Value: v.Server, Reason: err.Error()}
 	}

@@ -427,6 +427,16 @@ func TestParamsVolume(t *testing.T) {
 				ArchiveRetention: 48 * time.Hour, NFSVers: "4.2"}},
 		{"literal", withParams(ParamSubDir, "shared", ParamOnDelete, "retain"), "pvc-1", TemplateVars{},
 			Volume{Server: "10.0.0.5", Share: "/srv/nfs", SubDir: "shared", Name: "pvc-1", OnDelete: OnDeleteRetain}},
+		// Only the exact static names are reserved: a provisioner prefix "static" (static-<uid>) is not.
+		{"static-like prefix", baseParams(), "static-0f8b2d1e-2c3a-4d5e-9f60-718293a4b5c6", TemplateVars{},
+			Volume{Server: "10.0.0.5", Share: "/srv/nfs", SubDir: "static-0f8b2d1e-2c3a-4d5e-9f60-718293a4b5c6",
+				Name: "static-0f8b2d1e-2c3a-4d5e-9f60-718293a4b5c6", OnDelete: OnDeleteDelete}},
+		{"static hash of the wrong length", baseParams(), "static-" + strings.Repeat("a", 31), TemplateVars{},
+			Volume{Server: "10.0.0.5", Share: "/srv/nfs", SubDir: "static-" + strings.Repeat("a", 31),
+				Name: "static-" + strings.Repeat("a", 31), OnDelete: OnDeleteDelete}},
+		{"static hash in upper case", baseParams(), "static-" + strings.Repeat("A", 32), TemplateVars{},
+			Volume{Server: "10.0.0.5", Share: "/srv/nfs", SubDir: "static-" + strings.Repeat("A", 32),
+				Name: "static-" + strings.Repeat("A", 32), OnDelete: OnDeleteDelete}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -474,6 +484,9 @@ func TestParamsVolumeErrors(t *testing.T) {
 			CSIPVCName, "../../etc", CSIPVCNamespace, "ns"), "pvc-1", TemplateVars{}, true, "${pvc.metadata.name}"},
 		{"label makes meta", withParams(ParamSubDir, "${pvc.metadata.labels['team']}/${pv.metadata.name}"), "pvc-1",
 			TemplateVars{Labels: map[string]string{"team": ".paddock"}}, true, "metadata"},
+		// A provisioned volume never takes a static volume's name: its claim would be the static one's.
+		{"name is a static volume's", withParams(ParamSubDir, "scratch"), StaticName("scratch"), TemplateVars{}, false, "reserved"},
+		{"name is 0.1.0's static name", withParams(ParamSubDir, "scratch"), LegacyStaticName, TemplateVars{}, false, "reserved"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -598,6 +611,62 @@ func TestFromContext(t *testing.T) {
 	}
 	if _, err := FromContext("h", nil); err == nil {
 		t.Error("FromContext with nil attributes = nil, want an error")
+	}
+}
+
+// Each static directory has a volume name of its own (two static PVs of one export must not share the
+// export's name index entry), the same on every call (a retry finds its own claim), valid as a name
+// and distinct from 0.1.0's single "static".
+func TestStaticName(t *testing.T) {
+	ctx := func(subDir string) map[string]string {
+		return map[string]string{ParamServer: "10.0.0.5", ParamShare: "/srv/nfs", ParamSubDir: subDir}
+	}
+	long := strings.Repeat("d", MaxComponent) + "/" + strings.Repeat("e", MaxComponent)
+	subDirs := []string{"scratch", "scratch-2", "team/scratch", "team", "a/b/c", long, LegacyStaticName}
+	seen := map[string]string{}
+	for _, d := range subDirs {
+		a, err := FromContext("handle-a", ctx(d))
+		if err != nil {
+			t.Fatalf("FromContext(%q) = %v", d, err)
+		}
+		b, err := FromContext("another handle", ctx(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case a.Name != StaticName(d) || b.Name != a.Name:
+			t.Errorf("subDir %q: names %q and %q, want StaticName %q whatever the handle", d, a.Name, b.Name, StaticName(d))
+		case a.Name == LegacyStaticName:
+			t.Errorf("subDir %q: name is 0.1.0's shared %q", d, a.Name)
+		case !isStaticName(a.Name):
+			t.Errorf("subDir %q: %q is not recognised as a static name", d, a.Name)
+		}
+		if err := ValidateName(a.Name); err != nil {
+			t.Errorf("subDir %q: name %q: %v", d, a.Name, err)
+		}
+		if err := a.Validate(); err != nil {
+			t.Errorf("subDir %q: volume does not validate: %v", d, err)
+		}
+		if o, dup := seen[a.Name]; dup {
+			t.Errorf("subDirs %q and %q share the name %q", o, d, a.Name)
+		}
+		seen[a.Name] = d
+	}
+	// The same subDir on another export or server is the same name: the name index is per export.
+	other := ctx("scratch")
+	other[ParamServer], other[ParamShare] = "nfs2.example.com", "/export"
+	if v, err := FromContext("h", other); err != nil || v.Name != StaticName("scratch") {
+		t.Errorf("FromContext(%v) = %+v, %v", other, v, err)
+	}
+	for name, want := range map[string]bool{
+		LegacyStaticName: true, StaticName("x"): true,
+		"static-" + strings.Repeat("0", 32): true, "static-" + strings.Repeat("0", 33): false,
+		"static-" + strings.Repeat("0", 64): false, "static-" + strings.Repeat("g", 32): false,
+		"static-": false, "statics": false, "pvc-1": false, "Static": false, "static-" + strings.Repeat("F", 32): false,
+	} {
+		if got := isStaticName(name); got != want {
+			t.Errorf("isStaticName(%q) = %v, want %v", name, got, want)
+		}
 	}
 }
 

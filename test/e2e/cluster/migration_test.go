@@ -247,16 +247,13 @@ func TestMigrationFromCSIDriverNFSAndSubdirProvisioner(t *testing.T) {
 		"subDir": "${pvc.metadata.namespace}/${pvc.metadata.name}", "onDelete": "archive"}
 	nfsCSI := foreignClass(t, "nfs-csi", csiNFSDriver, csiParams)
 	nfsCSINested := foreignClass(t, "nfs-csi-nested", csiNFSDriver, csiNestedParams)
-	// One subdir-provisioner deployment per export (NFS_PATH), each with a class of its own.
 	nfsClient := foreignClass(t, "nfs-client", subdirProvisioner, map[string]string{"archiveOnDelete": "false"})
-	nfsClientA := foreignClass(t, "nfs-client-a", subdirProvisioner, map[string]string{"archiveOnDelete": "false"})
 
 	web := csiDriverNFSVolume(t, ns, "web", nfsCSI, csiParams, "")
 	db := csiDriverNFSVolume(t, ns, "db", nfsCSINested, csiNestedParams, ns+"/db")
 	logs := subdirVolume(t, ns, "logs", nfsClient, kubeenv.ExportB)
-	// (On ExportA: a second static Recycle PV on an export Paddock already recycled one static PV of
-	// fails today, and TestStaticRecyclePV recycles one on ExportB: see docs/migration.md.)
-	cache := subdirVolume(t, ns, "cache", nfsClientA, kubeenv.ExportA)
+	// On ExportB, where TestStaticRecyclePV and TestStaticRecyclePVsOnOneExport recycle static PVs too.
+	cache := subdirVolume(t, ns, "cache", nfsClient, kubeenv.ExportB)
 	all := []oldVolume{web, db, logs, cache}
 	for _, o := range all {
 		fill(t, o.dir(), o.claim)
