@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/paddock-csi/paddock/pkg/quota"
 	"github.com/paddock-csi/paddock/pkg/volume"
@@ -200,5 +202,38 @@ func TestQuotaRefusals(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition, "--quota-credentials")
 	if exists(filepath.Join(plain.export, "pvc-unlimited")) {
 		t.Fatal("a refused enforcing create left a directory")
+	}
+}
+
+// agentStatusError is how package quota/rpc returns an agent's error: it carries the agent's gRPC
+// status and wraps the quota sentinel.
+type agentStatusError struct {
+	code     codes.Code
+	sentinel error
+}
+
+func (e agentStatusError) Error() string { return e.sentinel.Error() + " (agent said " + e.code.String() + ")" }
+func (e agentStatusError) Unwrap() error { return e.sentinel }
+func (e agentStatusError) GRPCStatus() *status.Status {
+	return status.New(e.code, "agent")
+}
+
+func TestQuotaErrorsAreMappedNotPassedThrough(t *testing.T) {
+	for _, tc := range []struct {
+		agent    codes.Code
+		sentinel error
+		want     codes.Code
+	}{
+		{codes.PermissionDenied, quota.ErrNotOwned, codes.FailedPrecondition},
+		{codes.FailedPrecondition, quota.ErrUnsupported, codes.FailedPrecondition},
+		{codes.Unavailable, quota.ErrUnavailable, codes.Unavailable},
+		{codes.NotFound, quota.ErrNoProject, codes.NotFound},
+		{codes.ResourceExhausted, quota.ErrExhausted, codes.ResourceExhausted},
+		{codes.InvalidArgument, quota.ErrInvalid, codes.InvalidArgument},
+	} {
+		err := toStatus("vol-1", fmt.Errorf("create pvc-1: %w", agentStatusError{tc.agent, tc.sentinel}))
+		if status.Code(err) != tc.want || !strings.Contains(err.Error(), tc.sentinel.Error()) {
+			t.Errorf("agent %v/%v: got %v, want code %v naming %q", tc.agent, tc.sentinel, err, tc.want, tc.sentinel)
+		}
 	}
 }

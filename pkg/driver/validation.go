@@ -21,7 +21,9 @@ func toStatus(volID string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	// A quota agent's error carries the agent's gRPC status; the code a CSI caller gets is still
+	// chosen here, from what it means (below), not passed through.
+	if _, ok := status.FromError(err); ok && !isQuotaError(err) {
 		return err // already chosen by the caller
 	}
 	var pe *volume.ParamError
@@ -62,6 +64,16 @@ func toStatus(volID string, err error) error {
 		code = codes.Canceled
 	}
 	return status.Error(code, fmt.Sprintf("volume %s: %v", volID, err))
+}
+
+func isQuotaError(err error) bool {
+	for _, q := range []error{quota.ErrUnavailable, quota.ErrInvalid, quota.ErrNotOwned, quota.ErrUnsupported,
+		quota.ErrNotFound, quota.ErrNoProject, quota.ErrExhausted} {
+		if errors.Is(err, q) {
+			return true
+		}
+	}
+	return false
 }
 
 func invalid(format string, a ...any) error {

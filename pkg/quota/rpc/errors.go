@@ -95,6 +95,11 @@ type callError struct {
 }
 
 func (e *callError) Error() string {
+	if e.sentinel != nil {
+		// The sentinel's words first: they say what happened ("quota agent unavailable") where the
+		// status says how (the dial or handshake error).
+		return fmt.Sprintf("%v (quota agent: %s: %s)", e.sentinel, e.st.Code(), e.st.Message())
+	}
 	return fmt.Sprintf("quota agent: %s: %s", e.st.Code(), e.st.Message())
 }
 
