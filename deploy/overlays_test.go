@@ -42,6 +42,14 @@ const (
 	controllerSA      = "paddock-controller"
 	// kubeletDirMap is the ConfigMap an overlay names its kubelet root dir in, for kubelet-dir.
 	kubeletDirMap = "paddock-kubelet-dir"
+
+	// The quota component: the controller's client identity for the quota agents (docs/quota.md),
+	// the Secret quotaSecret mounted at quotaDir and named by quotaFlag.
+	quotaComp   = "quota"
+	quotaSecret = "paddock-quota-client"
+	quotaDir    = "/etc/paddock/quota"
+	quotaFlag   = "--quota-credentials"
+	quotaVolume = "quota-credentials"
 )
 
 // The kubelet root dirs the combinations are rendered with ("" is the base's /var/lib/kubelet).
@@ -273,7 +281,9 @@ func (c combo) render(t *testing.T, fsys filesys.FileSystem) []document {
 // combos are every combination of the components (kubelet-dir with each root dir, and without).
 func combos() []combo {
 	var out []combo
-	others := []string{"node-driver-registrar", "snapshots", "resizer"}
+	// quota last, after the sidecar components, which put their containers before paddock's: it
+	// must find paddock's container wherever they put it (TestQuotaAnyOrder: the other order).
+	others := []string{"node-driver-registrar", "snapshots", "resizer", quotaComp}
 	for mask := 0; mask < 1<<len(others); mask++ {
 		var comps []string
 		for i, c := range others {
@@ -363,6 +373,7 @@ func checkCombo(t *testing.T, c combo, docs, base []document) {
 		checkControllerSidecar(t, s, c, deploy, ds, docs, base)
 	}
 	checkRegistration(t, ds, c.has(registrarName), kubeletDir)
+	checkQuota(t, deploy, ds, base, c.has(quotaComp))
 
 	// Nothing else changed: without what the components add, the base.
 	if c.kubeletDir == "" {
@@ -415,8 +426,9 @@ func rootDirBack(t *testing.T, docs []document, kubeletDir string) []document {
 }
 
 // withoutComponents undoes, on a copy of docs, what c's components (kubelet-dir aside) add:
-// their objects and containers, and node-driver-registrar's change to paddock (checked here: its
-// arguments and mounts the base's but for the registration flags and the plugins_registry mount).
+// their objects and containers, node-driver-registrar's change to paddock (checked here: its
+// arguments and mounts the base's but for the registration flags and the plugins_registry mount),
+// and quota's flag, mount and volume (checkQuota checks them).
 func withoutComponents(t *testing.T, docs, base []document, c combo) []document {
 	t.Helper()
 	added := map[string]bool{}
@@ -452,6 +464,11 @@ func withoutComponents(t *testing.T, docs, base []document, c combo) []document 
 				}
 				// Checked: the base's, for the comparison of everything else.
 				p.Args, p.VolumeMounts = baseNode.Args, baseNode.VolumeMounts
+			}
+			if p := container(spec, "paddock"); p != nil && c.has(quotaComp) && d.gvk.Kind == "Deployment" {
+				p.Args = slices.DeleteFunc(p.Args, func(a string) bool { return a == quotaFlag+"="+quotaDir })
+				p.VolumeMounts = slices.DeleteFunc(p.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == quotaVolume })
+				spec.Volumes = slices.DeleteFunc(spec.Volumes, func(v corev1.Volume) bool { return v.Name == quotaVolume })
 			}
 		}
 		out = append(out, d)
@@ -829,6 +846,88 @@ func checkRegistration(t *testing.T, ds *appsv1.DaemonSet, registrar bool, kubel
 	checkSidecarSecurity(t, who, spec, r)
 }
 
+// checkQuota: with the quota component, the controller's paddock container (and it alone) has
+// --quota-credentials naming the directory where the Secret paddock-quota-client is mounted,
+// read-only and required; its arguments are the base's and that flag last, its securityContext the
+// base's. Without the component, none of it.
+func checkQuota(t *testing.T, deploy *appsv1.Deployment, ds *appsv1.DaemonSet, base []document, present bool) {
+	t.Helper()
+	spec := &deploy.Spec.Template.Spec
+	p := container(spec, "paddock")
+	if p == nil {
+		t.Fatal("no paddock container in the controller")
+	}
+	baseP := container(&controllerDeployment(t, base).Spec.Template.Spec, "paddock")
+	others := slices.DeleteFunc(slices.Clone(spec.Containers), func(c corev1.Container) bool { return c.Name == "paddock" })
+	for _, c := range slices.Concat(others, ds.Spec.Template.Spec.Containers) {
+		if _, ok := flagValue(c.Args, quotaFlag); ok {
+			t.Errorf("container %s has %s: only the controller's paddock needs it", c.Name, quotaFlag)
+		}
+		if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == quotaVolume }) {
+			t.Errorf("container %s mounts %s: only the controller's paddock needs the client key", c.Name, quotaVolume)
+		}
+	}
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Secret != nil {
+			t.Errorf("the node DaemonSet has Secret volume %s", v.Name)
+		}
+	}
+	dir, ok := flagValue(p.Args, quotaFlag)
+	v := podVolume(spec, quotaVolume)
+	if !present {
+		if ok || v != nil {
+			t.Errorf("without the %s component: %s=%q, volume %+v", quotaComp, quotaFlag, dir, v)
+		}
+		return
+	}
+	if want := append(slices.Clone(baseP.Args), quotaFlag+"="+quotaDir); !slices.Equal(p.Args, want) {
+		t.Errorf("paddock's args\n  %v\nwant the base's and %s=%s last\n  %v", p.Args, quotaFlag, quotaDir, want)
+	}
+	var mount *corev1.VolumeMount
+	for i, m := range p.VolumeMounts {
+		if m.MountPath == dir {
+			mount = &p.VolumeMounts[i]
+		}
+	}
+	if mount == nil || mount.Name != quotaVolume || !mount.ReadOnly || mount.SubPath != "" || mount.MountPropagation != nil {
+		t.Fatalf("%s=%s: paddock's mount there is %+v; want volume %s, read-only, whole (no subPath: renewals reach it)",
+			quotaFlag, dir, mount, quotaVolume)
+	}
+	if v == nil || v.Secret == nil || v.Secret.SecretName != quotaSecret || v.Secret.Optional == nil || *v.Secret.Optional ||
+		len(v.Secret.Items) > 0 || v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o077 != 0 {
+		t.Errorf("volume %s is %+v; want Secret %s, optional: false, all its keys, readable by its owner alone", quotaVolume, v, quotaSecret)
+	}
+	if !equality.Semantic.DeepEqual(p.SecurityContext, baseP.SecurityContext) {
+		t.Errorf("the quota component changes paddock's securityContext:\n%s", diff.Diff(baseP.SecurityContext, p.SecurityContext))
+	}
+}
+
+// TestQuotaAnyOrder: the quota component finds paddock's container by name, so it builds the same
+// before or after the components that add sidecars (which put them first in the list), but for the
+// order of the containers, which means nothing.
+func TestQuotaAnyOrder(t *testing.T) {
+	fsys := deployFS(t)
+	first := combo{components: []string{quotaComp, registrarName, "snapshots", "resizer"}}
+	last := combo{components: []string{registrarName, "snapshots", "resizer", quotaComp}}
+	docs := first.render(t, fsys)
+	checkQuota(t, controllerDeployment(t, docs), nodeDaemonSet(t, docs), build(t, baseDir), true)
+	sameDocs(t, containersByName(docs), containersByName(last.render(t, fsys)),
+		"with "+quotaComp+" listed first, compared with it last (containers in name order)")
+}
+
+// containersByName is docs with each workload's containers sorted by name, on copies.
+func containersByName(docs []document) []document {
+	out := make([]document, 0, len(docs))
+	for _, d := range docs {
+		d.obj = d.obj.DeepCopyObject()
+		if spec := podSpec(d.obj); spec != nil {
+			slices.SortFunc(spec.Containers, func(a, b corev1.Container) int { return strings.Compare(a.Name, b.Name) })
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
 // TestKubeletDirGoesLast shows why kubelet-dir must follow node-driver-registrar in components:
 // listed before it, the registrar the later component adds still registers /var/lib/kubelet's path.
 func TestKubeletDirGoesLast(t *testing.T) {
@@ -881,6 +980,7 @@ func TestOverlays(t *testing.T) {
 		{components: []string{registrarName}},
 		{components: []string{"snapshots"}},
 		{components: []string{"resizer"}},
+		{components: []string{quotaComp}},
 		{kubeletDir: "/var/lib/k0s/kubelet"},
 		{kubeletDir: "/var/snap/microk8s/common/var/lib/kubelet"},
 	} {
@@ -977,7 +1077,7 @@ func TestComponents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	known := []string{registrarName, kubeletDirComp}
+	known := []string{registrarName, kubeletDirComp, quotaComp}
 	for _, s := range sidecars {
 		known = append(known, s.component)
 	}

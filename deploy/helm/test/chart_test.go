@@ -325,6 +325,7 @@ snapshotter:
   extraArgs: [--extra-create-metadata]
   volumeSnapshotClass: {name: copies, deletionPolicy: Retain, isDefault: true}
 resizer: {enabled: true, timeout: 1m, metrics: {port: 19813}, extraArgs: [--handle-volume-inuse-error=false]}
+quota: {enabled: true, clientSecret: quota-client-tls}
 storageClasses:
   - name: fast
     server: nfs1.example.com
@@ -342,6 +343,10 @@ storageClasses:
     allowVolumeExpansion: false
     labels: {tier: cold}
     annotations: {note: kept}
+  - name: capped
+    server: nfs1.example.com
+    share: /srv/nfs
+    parameters: {quota: enforce, quotaAgent: "nfs1.example.com:9820", quotaInodes: 1000000}
 `
 
 // TestLint: helm lint --strict (warnings fail too) of the chart with its defaults and with every
@@ -541,10 +546,16 @@ func TestEveryValue(t *testing.T) {
 			}
 		}
 	}
-	fast, keep := classes["fast"], classes["keep"]
-	if fast == nil || keep == nil {
-		t.Fatalf("StorageClasses %v, want fast and keep", classes)
+	fast, keep, capped := classes["fast"], classes["keep"], classes["capped"]
+	if fast == nil || keep == nil || capped == nil {
+		t.Fatalf("StorageClasses %v, want fast, keep and capped", classes)
 	}
+	if p, err := volume.ParseParams(capped.Parameters); err != nil || p.Quota.Agent != "nfs1.example.com:9820" || p.Quota.Inodes != 1000000 {
+		t.Errorf("StorageClass capped: parameters %v: quota %+v (%v); want enforced by nfs1.example.com:9820, 1000000 inodes", capped.Parameters, p.Quota, err)
+	}
+
+	// The controller's client identity for the quota agents, from the Secret asked for.
+	checkQuota(t, ctrl, "quota-client-tls")
 	if fast.Parameters["gid"] != "2000" || fast.Parameters["onDelete"] != "archive" || !slices.Equal(fast.MountOptions, []string{"nfsvers=4.1", "hard"}) ||
 		fast.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" || fast.AllowVolumeExpansion == nil || !*fast.AllowVolumeExpansion {
 		t.Errorf("StorageClass fast: %+v", fast)
@@ -557,7 +568,8 @@ func TestEveryValue(t *testing.T) {
 }
 
 // TestDigestAndDefaults: an image digest replaces the tag; without the resizer a class does not
-// allow expansion (it would never happen); the sidecars and their RBAC are absent unless asked for.
+// allow expansion (it would never happen); the sidecars and their RBAC, and the quota credentials,
+// are absent unless asked for.
 func TestDigestAndDefaults(t *testing.T) {
 	digest := "sha256:" + strings.Repeat("ab", 32)
 	objs := mustRender(t, values(t, `{image: {digest: "`+digest+`"}, storageClasses: [{name: a, server: nfs, share: /x}]}`))
@@ -568,6 +580,7 @@ func TestDigestAndDefaults(t *testing.T) {
 	if len(ctrl.Containers) != 1 {
 		t.Errorf("controller containers %d, want paddock alone", len(ctrl.Containers))
 	}
+	checkQuota(t, ctrl, "")
 	for _, o := range objs {
 		if sc, ok := o.obj.(*storagev1.StorageClass); ok {
 			if sc.AllowVolumeExpansion == nil || *sc.AllowVolumeExpansion || *sc.ReclaimPolicy != corev1.PersistentVolumeReclaimDelete {
@@ -589,6 +602,9 @@ func TestBadValues(t *testing.T) {
 		{`{logLevel: -1}`, "logLevel"},
 		{`{driverName: "Not A Name"}`, "driverName"},
 		{`{storageClasses: [{name: a, server: s, share: /x, onDelete: shred}]}`, "onDelete"},
+		{`{quota: {enabled: true, clientSecret: "Not_A_Name"}}`, "clientSecret"},
+		{`{quota: {enabled: yes-please}}`, "enabled"},
+		{`{storageClasses: [{name: a, server: s, share: /x, parameters: {quota: enforce, quotaAgent: "s:9820"}}]}`, "quota.enabled"},
 	} {
 		_, err := render("paddock", "paddock", values(t, c.vals))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -712,13 +728,54 @@ func checkHardening(t *testing.T, objs []object) {
 // TestDefaultsHardened: the default render and the registrar variants pass checkHardening.
 func TestDefaultsHardened(t *testing.T) {
 	for _, v := range []string{`{}`, `{registrar: {mode: sidecar}}`, `{registrar: {mode: sidecar, privileged: false}}`,
-		`{snapshotter: {enabled: true}, resizer: {enabled: true}}`} {
+		`{snapshotter: {enabled: true}, resizer: {enabled: true}}`, `{quota: {enabled: true}}`} {
 		checkHardening(t, mustRender(t, values(t, v)))
 	}
 	// Asked for, the controller runs privileged (SELinux hosts) and checkHardening says so.
 	ctrl, _ := workload(t, mustRender(t, values(t, `{controller: {privileged: true}}`)), "Deployment")
 	if sc := container(ctrl, "paddock").SecurityContext; sc.Privileged == nil || !*sc.Privileged || sc.AppArmorProfile != nil {
 		t.Errorf("controller.privileged: securityContext %+v", sc)
+	}
+}
+
+// checkQuota: with secret (quota.enabled, quota.clientSecret), the controller's paddock container
+// and it alone has --quota-credentials naming the directory where that Secret is mounted, read-only,
+// whole and required; with secret "", neither the flag nor the volume.
+func checkQuota(t *testing.T, ctrl *corev1.PodSpec, secret string) {
+	t.Helper()
+	p := container(ctrl, "paddock")
+	dir, ok := flagValue(p.Args, "--quota-credentials")
+	var vol *corev1.Volume
+	for i, v := range ctrl.Volumes {
+		if v.Secret != nil {
+			if vol != nil {
+				t.Errorf("controller Secret volumes %s and %s, want one at most", vol.Name, v.Name)
+			}
+			vol = &ctrl.Volumes[i]
+		}
+	}
+	if secret == "" {
+		if ok || vol != nil {
+			t.Errorf("quota disabled, but --quota-credentials=%q and Secret volume %+v", dir, vol)
+		}
+		return
+	}
+	if !ok || vol == nil || vol.Secret.SecretName != secret || vol.Secret.Optional == nil || *vol.Secret.Optional {
+		t.Fatalf("quota enabled: --quota-credentials=%q (%v), Secret volume %+v; want the flag and required Secret %s", dir, ok, vol, secret)
+	}
+	for _, c := range ctrl.Containers {
+		for _, m := range c.VolumeMounts {
+			if m.Name != vol.Name {
+				continue
+			}
+			if c.Name != "paddock" || m.MountPath != dir || !m.ReadOnly || m.SubPath != "" {
+				t.Errorf("container %s mounts %s at %s (read-only %v, subPath %q); want paddock alone, at --quota-credentials=%s, read-only, whole",
+					c.Name, vol.Name, m.MountPath, m.ReadOnly, m.SubPath, dir)
+			}
+		}
+		if _, has := flagValue(c.Args, "--quota-credentials"); has && c.Name != "paddock" {
+			t.Errorf("container %s has --quota-credentials", c.Name)
+		}
 	}
 }
 
