@@ -212,7 +212,9 @@ type agentStatusError struct {
 	sentinel error
 }
 
-func (e agentStatusError) Error() string { return e.sentinel.Error() + " (agent said " + e.code.String() + ")" }
+func (e agentStatusError) Error() string {
+	return e.sentinel.Error() + " (agent said " + e.code.String() + ")"
+}
 func (e agentStatusError) Unwrap() error { return e.sentinel }
 func (e agentStatusError) GRPCStatus() *status.Status {
 	return status.New(e.code, "agent")
