@@ -202,14 +202,14 @@ func deployFS(t *testing.T) filesys.FileSystem {
 	return fsys
 }
 
-// Every combination of the components (node-driver-registrar, snapshots, resizer, each with and
+// Every combination of the components (node-driver-registrar, snapshots, resizer, quota, each with and
 // without, and kubelet-dir last with k0s's and microk8s's root dir, or without), as an overlay of a
 // user's would list them, server-side with dryRun=All: what deploy/overlays ships and what users
 // compose from it alike.
 func TestComponentCombinationsServerSideDryRun(t *testing.T) {
 	ctx := kubeenv.Context(t, 5*time.Minute)
 	fsys := deployFS(t)
-	optional := []string{"node-driver-registrar", "snapshots", "resizer"}
+	optional := []string{"node-driver-registrar", "snapshots", "resizer", "quota"}
 	n := 0
 	for mask := 0; mask < 1<<len(optional); mask++ {
 		for _, kubeletDir := range []string{"", "/var/lib/k0s/kubelet", "/var/snap/microk8s/common/var/lib/kubelet"} {
