@@ -340,21 +340,32 @@ func (a *Agent) owned(t target) (uint32, error) {
 	return 0, nil
 }
 
+// open resolves t and finds the project the agent set up for it (0: none); the caller holds a.mu
+// and closes the target.
+func (a *Agent) open(t Target) (target, uint32, error) {
+	tg, err := a.resolve(t)
+	if err != nil {
+		return target{}, 0, err
+	}
+	id, err := a.owned(tg)
+	if err != nil {
+		tg.close()
+		return target{}, 0, fmt.Errorf("%s/%s: %w", t.Export, t.Path, err)
+	}
+	return tg, id, nil
+}
+
 // Set implements Quotas. The order makes every interruption safe: the ID is taken (its record
 // created), then limited, and only then given to the directory, so a directory never carries an ID
 // without its limit; a retry finds the record by inode and carries on.
 func (a *Agent) Set(ctx context.Context, t Target, l Limit) (Usage, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	tg, err := a.resolve(t)
+	tg, id, err := a.open(t)
 	if err != nil {
 		return Usage{}, err
 	}
 	defer tg.close()
-	id, err := a.owned(tg)
-	if err != nil {
-		return Usage{}, fmt.Errorf("%s/%s: %w", t.Export, t.Path, err)
-	}
 	if id == 0 {
 		// A record made by an earlier, interrupted Set for this directory.
 		if pending, ok := tg.fs.byIno[tg.ino]; ok {
@@ -493,7 +504,7 @@ func (a *Agent) allocate(ctx context.Context, tg target) (uint32, error) {
 func (a *Agent) Release(ctx context.Context, t Target) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	tg, err := a.resolve(t)
+	tg, id, err := a.open(t)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
@@ -501,9 +512,8 @@ func (a *Agent) Release(ctx context.Context, t Target) error {
 		return err
 	}
 	defer tg.close()
-	id, err := a.owned(tg)
-	if err != nil || id == 0 {
-		return err
+	if id == 0 {
+		return nil
 	}
 	if err := a.k.setLimit(tg.fs.fd, id, Limit{}); err != nil {
 		return fmt.Errorf("%s/%s: %w", t.Export, t.Path, err)
@@ -520,15 +530,11 @@ func (a *Agent) Release(ctx context.Context, t Target) error {
 func (a *Agent) Usage(ctx context.Context, t Target) (Usage, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	tg, err := a.resolve(t)
+	tg, id, err := a.open(t)
 	if err != nil {
 		return Usage{}, err
 	}
 	defer tg.close()
-	id, err := a.owned(tg)
-	if err != nil {
-		return Usage{}, err
-	}
 	if id == 0 {
 		return Usage{}, fmt.Errorf("%w: %s/%s", ErrNoProject, t.Export, t.Path)
 	}

@@ -622,23 +622,7 @@ func TestResizerComponentForReal(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := resource.MustParse("3Gi")
-		kubeenv.WaitT(t, kubeenv.PhaseTimeout, "claim data expanded to 3Gi", func(ctx context.Context) (bool, string, error) {
-			pvc, err := claims.Get(ctx, "data", metav1.GetOptions{})
-			if err != nil {
-				return false, "", err
-			}
-			p, err := env.Cluster.Client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
-			if err != nil {
-				return false, "", err
-			}
-			got, pvGot := pvc.Status.Capacity[v1.ResourceStorage], p.Spec.Capacity[v1.ResourceStorage]
-			resizing := slices.ContainsFunc(pvc.Status.Conditions, func(c v1.PersistentVolumeClaimCondition) bool {
-				return strings.Contains(string(c.Type), "Resiz") // Resizing, FileSystemResizePending, ...ResizeError
-			})
-			return got.Cmp(want) == 0 && pvGot.Cmp(want) == 0 && !resizing && len(pvc.Status.AllocatedResourceStatuses) == 0,
-				fmt.Sprintf("claim capacity %s, conditions %+v, resize statuses %v; PV capacity %s; events: %s; sidecar log: %s", got.String(),
-					pvc.Status.Conditions, pvc.Status.AllocatedResourceStatuses, pvGot.String(), env.ClaimEvents(ctx, ns, "data"), env.Log(ctx, name, 3)), nil
-		})
+		waitExpanded(t, ns, "data", pv.Name, want, name)
 		if rec := claimFile(t, kubeenv.ExportA, subDir); !strings.Contains(rec, fmt.Sprintf("capacity=%d\n", want.Value())) {
 			t.Errorf("Paddock's claim record of %s does not hold the new capacity %d:\n%s", subDir, want.Value(), rec)
 		}
@@ -669,5 +653,28 @@ func TestResizerComponentForReal(t *testing.T) {
 		if got := statOf(t, kubeenv.ExportA+"/"+subDir); got != "0:2000:750" {
 			t.Errorf("owner:group:mode of %s on the server = %s, want 0:2000:750 (the class's gid and mode)", subDir, got)
 		}
+	})
+}
+
+// waitExpanded waits until the claim and its PV show capacity want and no resize is in progress or
+// failed (the resizer is the spawned sidecar whose log a failure shows).
+func waitExpanded(t *testing.T, ns, claim, pvName string, want resource.Quantity, resizer string) {
+	t.Helper()
+	kubeenv.WaitT(t, kubeenv.PhaseTimeout, "claim "+claim+" expanded to "+want.String(), func(ctx context.Context) (bool, string, error) {
+		pvc, err := env.Cluster.Client.CoreV1().PersistentVolumeClaims(ns).Get(ctx, claim, metav1.GetOptions{})
+		if err != nil {
+			return false, "", err
+		}
+		p, err := env.Cluster.Client.CoreV1().PersistentVolumes().Get(ctx, pvName, metav1.GetOptions{})
+		if err != nil {
+			return false, "", err
+		}
+		got, pvGot := pvc.Status.Capacity[v1.ResourceStorage], p.Spec.Capacity[v1.ResourceStorage]
+		resizing := slices.ContainsFunc(pvc.Status.Conditions, func(c v1.PersistentVolumeClaimCondition) bool {
+			return strings.Contains(string(c.Type), "Resiz") // Resizing, FileSystemResizePending, ...ResizeError
+		})
+		return got.Cmp(want) == 0 && pvGot.Cmp(want) == 0 && !resizing && len(pvc.Status.AllocatedResourceStatuses) == 0,
+			fmt.Sprintf("claim capacity %s, conditions %+v, resize statuses %v; PV capacity %s; events: %s; sidecar log: %s", got.String(),
+				pvc.Status.Conditions, pvc.Status.AllocatedResourceStatuses, pvGot.String(), env.ClaimEvents(ctx, ns, claim), env.Log(ctx, resizer, 3)), nil
 	})
 }

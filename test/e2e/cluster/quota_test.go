@@ -113,20 +113,7 @@ func quotaExpansion(t *testing.T, resizer string) {
 	if _, err := claims.Patch(ctx, "data", types.MergePatchType, []byte(`{"spec":{"resources":{"requests":{"storage":"30Mi"}}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	want := resource.MustParse("30Mi")
-	kubeenv.WaitT(t, kubeenv.PhaseTimeout, "claim data expanded to 30Mi", func(ctx context.Context) (bool, string, error) {
-		pvc, err := claims.Get(ctx, "data", metav1.GetOptions{})
-		if err != nil {
-			return false, "", err
-		}
-		p, err := env.Cluster.Client.CoreV1().PersistentVolumes().Get(ctx, pv.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, "", err
-		}
-		got, pvGot := pvc.Status.Capacity[v1.ResourceStorage], p.Spec.Capacity[v1.ResourceStorage]
-		return got.Cmp(want) == 0 && pvGot.Cmp(want) == 0, fmt.Sprintf("claim %s, PV %s; events: %s; resizer: %s",
-			got.String(), pvGot.String(), env.ClaimEvents(ctx, ns, "data"), env.Log(ctx, resizer, 3)), nil
-	})
+	waitExpanded(t, ns, "data", pv.Name, resource.MustParse("30Mi"), resizer)
 	if got := waitLimit(t, dir, 30*mib); got != project {
 		t.Errorf("expansion moved %s from project %d to %d", dir, project, got)
 	}
