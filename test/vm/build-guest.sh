@@ -9,7 +9,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${PADDOCK_CACHE:-$HOME/.cache/paddock}
 # Userspace packages of the guest; their library dependencies are added below.
-PKGS=(busybox-static dash coreutils findutils grep sed nfs-common nfs-kernel-server rpcbind util-linux mount netbase)
+# xfsprogs: the guest's XFS export with project quotas (/srv/nfs/q; mkfs.xfs,
+# xfs_quota, xfs_io).
+PKGS=(busybox-static dash coreutils findutils grep sed nfs-common nfs-kernel-server rpcbind util-linux mount netbase xfsprogs)
 
 log() { echo "build-guest: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -40,13 +42,16 @@ flock 9
 # apt with an empty dpkg status computes the full dependency closure as if
 # nothing were installed. Of that closure the guest needs only the shared
 # libraries (lib*), not perl/python/adduser and friends that maintainer
-# scripts use; mkguest fails loudly if a needed library is missing.
+# scripts use; mkguest fails loudly if a needed library is missing. libicu
+# (36 MB, needed only by xfs_scrub, which the guest does not need) is left
+# out too: mkguest then skips xfs_scrub as a command whose libraries are
+# not staged.
 resolve() {
 	local kpkg
 	kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 	[[ -n $kpkg ]] || return 1
 	{
-		debs_closure '^lib(perl|python)' "${PKGS[@]}"
+		debs_closure '^lib(perl|python|icu)' "${PKGS[@]}"
 		apt-get -qq -o Debug::NoLocking=1 download --print-uris "$kpkg" 2>/dev/null | awk '{print $2}'
 	} | sed -E 's/%3a/:/g' | sort -u
 }
@@ -92,18 +97,21 @@ work=$(mktemp -d "$CACHE/vm/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/root" "$work/out" "$work/src/agent" "$work/src/mkguest"
 kdeb=$(grep '^linux-image' <<<"$debs")
-kdir="$CACHE/kernel/${kdeb%.deb}"
+# Only the kernel and the module subtrees the guest can need. The extracted
+# tree is kept across guest rebuilds (decompressing the 70 MB package takes a
+# while), in a directory keyed by this list so that a longer list extracts anew.
+kpatterns=(
+	'./boot/vmlinuz-*' './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/net/*'
+	'./lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*'
+	'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/drivers/net/*'
+	'./lib/modules/*/kernel/drivers/char/*' './lib/modules/*/kernel/drivers/block/loop.ko'
+)
+kdir="$CACHE/kernel/${kdeb%.deb}-$(printf '%s\n' "${kpatterns[@]}" | sha256sum | cut -c1-8)"
 if [[ ! -d $kdir ]]; then
-	# Only the kernel and the module subtrees the guest can need; kept across
-	# guest rebuilds because decompressing the 70 MB package takes a while.
 	log "extracting $kdeb"
 	mkdir -p "$CACHE/kernel"
 	ktmp=$(mktemp -d "$CACHE/kernel/.x.XXXXXX")
-	dpkg-deb --fsys-tarfile "$CACHE/debs/$kdeb" | tar -x -C "$ktmp" --wildcards \
-		'./boot/vmlinuz-*' './lib/modules/*/kernel/fs/*' './lib/modules/*/kernel/net/*' \
-		'./lib/modules/*/kernel/lib/*' './lib/modules/*/kernel/crypto/*' \
-		'./lib/modules/*/kernel/drivers/virtio/*' './lib/modules/*/kernel/drivers/net/*' \
-		'./lib/modules/*/kernel/drivers/char/*'
+	dpkg-deb --fsys-tarfile "$CACHE/debs/$kdeb" | tar -x -C "$ktmp" --wildcards "${kpatterns[@]}"
 	mv "$ktmp" "$kdir"
 fi
 grep -v '^linux-image' <<<"$debs" | sed "s|^|$CACHE/debs/|" | xargs -P 4 -n 8 sh -c 'for d; do dpkg-deb -x "$d" "$0"; done' "$work/root"

@@ -1,7 +1,8 @@
 // Command mkguest assembles the Paddock test guest from extracted Debian
 // packages: an uncompressed vmlinux (for PVH boot) and an uncompressed newc
-// cpio initrd holding busybox, util-linux, nfs-utils, rpcbind, their shared
-// library closure, the NFS kernel modules, the guest init and the agent.
+// cpio initrd holding busybox, util-linux, nfs-utils, rpcbind, xfsprogs, their
+// shared library closure, the NFS and XFS kernel modules, the guest init and
+// the agent.
 //
 // It is written in Go (stdlib only) so the build needs no cpio, kmod,
 // binutils or python on the host: only dpkg-deb, xz and Go.
@@ -41,6 +42,9 @@ var binaries = []string{
 	"usr/sbin/nfsdcld", "usr/sbin/nfsconf", "usr/sbin/nfsidmap",
 	"usr/sbin/nfsstat", "usr/sbin/rpcdebug", "usr/sbin/rpcinfo",
 	"usr/sbin/rpc.idmapd",
+	// xfsprogs: the XFS export with project quotas (/srv/nfs/q) and the tools
+	// tests cross-check quotas with.
+	"sbin/mkfs.xfs", "usr/sbin/xfs_quota", "usr/sbin/xfs_io",
 }
 
 // Symlinks and data files copied as they are.
@@ -55,6 +59,10 @@ var wantModules = []string{
 	"sunrpc", "lockd", "nfsd", "nfs", "nfsv3", "nfsv4",
 	// The kubelet tier's node: pod networking (CNI bridge) and containerd's overlayfs snapshotter.
 	"bridge", "veth", "overlay",
+	// The XFS export with project quotas: a loop device over a sparse file in
+	// a tmpfs. libcrc32c (xfs depends on it) only soft-depends on a crc32c
+	// implementation, which the guest cannot modprobe: load it first.
+	"loop", "crc32c_generic", "xfs",
 }
 
 // Module parameters. lockd's defaults make v3 locks wait up to 50 s after
