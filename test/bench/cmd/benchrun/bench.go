@@ -290,6 +290,15 @@ func (b *bench) runAll(ctx context.Context) error {
 			logf("scale section failed: %v", err)
 		}
 	}
+	if b.c.section("quota") {
+		if err := b.quota(ctx, sz); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			b.add(row{fig: "CreateVolume p50 with enforced capacity (quota=enforce) vs without, same XFS export", value: "not measured: " + oneLine(err.Error()), group: "quota"})
+			logf("quota section failed: %v", err)
+		}
+	}
 	// The PVC figure runs its own controller; stop these so the guest CPU
 	// is the provisioner's alone.
 	b.stopPaddock(ctx, "ctrl")

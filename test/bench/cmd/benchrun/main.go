@@ -57,7 +57,7 @@ func main() {
 	flag.IntVar(&c.mem, "mem", 2048, "guest memory in MB (the 50 000-file trees live on the guest's tmpfs export)")
 	flag.BoolVar(&c.quick, "quick", false, "small N everywhere (development; the report says so)")
 	flag.BoolVar(&c.noCluster, "no-cluster", false, "skip the PVC figure (no control plane)")
-	flag.StringVar(&c.only, "only", "", "comma-separated subset of sections: crud,publish,reap,scale,pvc (development)")
+	flag.StringVar(&c.only, "only", "", "comma-separated subset of sections: crud,publish,reap,scale,quota,pvc (development)")
 	flag.DurationVar(&c.timeout, "timeout", 45*time.Minute, "overall time limit")
 	flag.Parse()
 	if c.jsonDir == "" && c.out != "" {
