@@ -107,11 +107,11 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	c.CAFile, c.CAData = c.pki.caCert, c.pki.caPEM
 
-	ports, err := freePorts(5)
+	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
-	etcdClient, etcdPeer, apiPort, kcmPort, schedPort := ports[0], ports[1], ports[2], ports[3], ports[4]
+	etcdClient, etcdPeer, apiPort := ports[0], ports[1], ports[2]
 	c.Port = apiPort
 	c.URL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	c.EtcdURL = fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
@@ -200,52 +200,51 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := writeKubeconfig(kcmKC, c.URL, c.CAData, kubeUser{certFile: p.kcmCert, keyFile: p.kcmKey}); err != nil {
 		return nil, err
 	}
-	kcm, err := c.start("kube-controller-manager", "kube-controller-manager",
-		"--kubeconfig="+kcmKC,
-		"--authentication-kubeconfig="+kcmKC,
-		"--authorization-kubeconfig="+kcmKC,
-		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(kcmPort),
-		"--cert-dir="+filepath.Join(c.Dir, "controller-manager-certs"),
-		"--leader-elect=false",
-		// Each controller runs as its own service account with the
-		// bootstrap RBAC roles, as kubeadm sets it up.
-		"--use-service-account-credentials=true",
-		"--service-account-private-key-file="+p.saKey,
-		"--root-ca-file="+p.caCert,
-		"--controllers=*",
-		// The PV binder only looks for a volume when it syncs a claim; a
-		// claim processed before its informer has seen a PV created a moment
-		// earlier waits for the next resync (15 s by default). Same code
-		// path, just sooner: tests create PV and PVC within milliseconds.
-		"--pvclaimbinder-sync-period=2s",
-	)
+	probe := insecureClient()
+	defer probe.CloseIdleConnections()
+	kcm, _, err := c.startServing(ctx, probe, "kube-controller-manager", func(port int) []string {
+		return []string{
+			"--kubeconfig=" + kcmKC,
+			"--authentication-kubeconfig=" + kcmKC,
+			"--authorization-kubeconfig=" + kcmKC,
+			"--bind-address=127.0.0.1",
+			"--secure-port=" + strconv.Itoa(port),
+			"--cert-dir=" + filepath.Join(c.Dir, "controller-manager-certs"),
+			"--leader-elect=false",
+			// Each controller runs as its own service account with the
+			// bootstrap RBAC roles, as kubeadm sets it up.
+			"--use-service-account-credentials=true",
+			"--service-account-private-key-file=" + p.saKey,
+			"--root-ca-file=" + p.caCert,
+			"--controllers=*",
+			// The PV binder only looks for a volume when it syncs a claim; a
+			// claim processed before its informer has seen a PV created a moment
+			// earlier waits for the next resync (15 s by default). Same code
+			// path, just sooner: tests create PV and PVC within milliseconds.
+			"--pvclaimbinder-sync-period=2s",
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	var sched *proc
 	if o.Scheduler {
 		schedKC := filepath.Join(c.Dir, "scheduler.kubeconfig")
 		if err := writeKubeconfig(schedKC, c.URL, c.CAData, kubeUser{certFile: p.schedCert, keyFile: p.schedKey}); err != nil {
 			return nil, err
 		}
-		sched, err = c.start("kube-scheduler", "kube-scheduler",
-			"--kubeconfig="+schedKC,
-			"--authentication-kubeconfig="+schedKC,
-			"--authorization-kubeconfig="+schedKC,
-			"--bind-address=127.0.0.1",
-			"--secure-port="+strconv.Itoa(schedPort),
-			"--cert-dir="+filepath.Join(c.Dir, "scheduler-certs"),
-			"--leader-elect=false",
-		)
-		if err != nil {
+		if _, _, err := c.startServing(ctx, probe, "kube-scheduler", func(port int) []string {
+			return []string{
+				"--kubeconfig=" + schedKC,
+				"--authentication-kubeconfig=" + schedKC,
+				"--authorization-kubeconfig=" + schedKC,
+				"--bind-address=127.0.0.1",
+				"--secure-port=" + strconv.Itoa(port),
+				"--cert-dir=" + filepath.Join(c.Dir, "scheduler-certs"),
+				"--leader-elect=false",
+			}
+		}); err != nil {
 			return nil, err
 		}
-	}
-	probe := insecureClient()
-	defer probe.CloseIdleConnections()
-	if err := kcm.waitHTTP(ctx, probe, fmt.Sprintf("https://127.0.0.1:%d/healthz", kcmPort)); err != nil {
-		return nil, err
 	}
 	// kube-controller-manager answers /healthz before its controllers run: it
 	// constructs them one by one (seconds) and starts them together. Objects
@@ -258,12 +257,34 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}); err != nil {
 		return nil, err
 	}
-	if sched != nil {
-		if err := sched.waitHTTP(ctx, probe, fmt.Sprintf("https://127.0.0.1:%d/healthz", schedPort)); err != nil {
-			return nil, err
-		}
-	}
 	return c, nil
+}
+
+// startServing starts a component that serves HTTPS on a port of its own (kube-controller-manager,
+// kube-scheduler) and waits for its /healthz. The port is picked just before the start, and picked
+// again if the component finds it taken: between freePorts releasing a port and the component binding
+// it, any connection on loopback (the API server's clients among them) can get it as its ephemeral
+// local port, and the bind fails with "address already in use".
+func (c *Cluster) startServing(ctx context.Context, probe *http.Client, name string, args func(port int) []string) (*proc, int, error) {
+	var err error
+	for attempt := 1; ; attempt++ {
+		ports, perr := freePorts(1)
+		if perr != nil {
+			return nil, 0, perr
+		}
+		p, serr := c.start(name, name, args(ports[0])...)
+		if serr != nil {
+			return nil, 0, serr
+		}
+		err = p.waitHTTP(ctx, probe, fmt.Sprintf("https://127.0.0.1:%d/healthz", ports[0]))
+		if err == nil {
+			return p, ports[0], nil
+		}
+		if attempt == 3 || !p.exited() || !strings.Contains(p.tail(5), "address already in use") {
+			return nil, 0, err
+		}
+		p.stop(0)
+	}
 }
 
 func (c *Cluster) start(name, bin string, args ...string) (*proc, error) {
