@@ -18,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/diff"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -366,6 +367,7 @@ func checkCombo(t *testing.T, c combo, docs, base []document) {
 	}
 	checkObjects(t, builtin)
 	checkHardening(t, builtin) // deploy_test.go's policy for every container, the sidecars too
+	checkDefaultContainer(t, builtin)
 
 	deploy := controllerDeployment(t, docs)
 	ds := nodeDaemonSet(t, docs)
@@ -1180,4 +1182,34 @@ func TestKubeletOverlay(t *testing.T) {
 	if changed != 2 {
 		t.Errorf("%d paddock containers in the kubelet overlay, want 2 (the controller's and the node plugin's)", changed)
 	}
+}
+
+// checkDefaultContainer: every Paddock workload names paddock as its default container, so that
+// kubectl logs and exec reach it whichever sidecar a component put first in the list.
+func checkDefaultContainer(t *testing.T, docs []document) {
+	t.Helper()
+	for _, d := range docs {
+		var meta metav1.ObjectMeta
+		switch o := d.obj.(type) {
+		case *appsv1.Deployment:
+			meta = o.Spec.Template.ObjectMeta
+		case *appsv1.DaemonSet:
+			meta = o.Spec.Template.ObjectMeta
+		default:
+			continue
+		}
+		spec := podSpec(d.obj)
+		if got := meta.Annotations["kubectl.kubernetes.io/default-container"]; got != "paddock" ||
+			!slices.ContainsFunc(spec.Containers, func(c corev1.Container) bool { return c.Name == got }) {
+			t.Errorf("%s: default container %q, want paddock (containers %v)", d.where, got, containerNames(spec))
+		}
+	}
+}
+
+func containerNames(spec *corev1.PodSpec) []string {
+	var n []string
+	for _, c := range spec.Containers {
+		n = append(n, c.Name)
+	}
+	return n
 }
