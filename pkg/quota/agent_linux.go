@@ -208,6 +208,11 @@ func (a *Agent) load(fs *filesystem) error {
 		}
 		if a.holds(fs, uint32(id), rec) {
 			fs.byIno[rec.Ino] = uint32(id)
+			// Allocation goes on after the highest ID in use rather than probing every taken one
+			// from the start of the range again.
+			if uint32(id) >= fs.next && uint32(id) < a.ids.Last {
+				fs.next = uint32(id) + 1
+			}
 			continue
 		}
 		if time.Since(mtime) < recordGrace {

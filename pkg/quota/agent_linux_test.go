@@ -133,8 +133,13 @@ func TestSetAllocatesDistinctIDsAndIsIdempotent(t *testing.T) {
 	if err != nil || again.ProjectID != u1.ProjectID || again.Limit.Bytes != 30<<20 {
 		t.Fatalf("second Set: %+v, %v; want project %d with 30 MiB", again, err, u1.ProjectID)
 	}
-	// A restarted agent finds the same IDs in the registry.
+	// A restarted agent finds the same IDs in the registry, and goes on after them.
 	b := newTestAgent(t, k, fsroot, mi, IDRange{First: 100, Last: 200})
+	for _, fs := range b.roots {
+		if want := max(u1.ProjectID, u2.ProjectID) + 1; fs.fs.next != want {
+			t.Errorf("restarted agent allocates from %d, want %d", fs.fs.next, want)
+		}
+	}
 	u, err := b.Usage(ctx, Target{Export: exp, Path: "v2"})
 	if err != nil || u.ProjectID != u2.ProjectID || u.Limit != (Limit{Bytes: 20 << 20, Inodes: 100}) {
 		t.Fatalf("Usage after restart: %+v, %v", u, err)
