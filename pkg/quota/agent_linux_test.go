@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -397,4 +398,38 @@ func TestSetTagsWhatTheDirectoryAlreadyHolds(t *testing.T) {
 	if k.projects[st.Ino] != 0 {
 		t.Fatal("the walk followed a symlink out of the volume")
 	}
+}
+
+func FuzzCheckPath(f *testing.F) {
+	for _, s := range []string{"v1", "a/b", ".", "..", "../x", "a/../b", "/etc", ".paddock", ".paddock/quota", "x/.paddock", "a//b", "a/", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		if checkPath(p) != nil {
+			return
+		}
+		if p == "" || filepath.IsAbs(p) || filepath.Clean(p) != p || p == "." {
+			t.Fatalf("checkPath accepted %q", p)
+		}
+		for _, c := range strings.Split(p, "/") {
+			if c == ".." {
+				t.Fatalf("checkPath accepted %q with a .. component", p)
+			}
+		}
+		if first, _, _ := strings.Cut(p, "/"); first == ".paddock" {
+			t.Fatalf("checkPath accepted %q in the metadata directory", p)
+		}
+	})
+}
+
+func FuzzParseIDRange(f *testing.F) {
+	for _, s := range []string{"1-2", "1048576-2147483647", "0-1", "5-4", "-", "1-4294967295", "01-2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseIDRange(s)
+		if err == nil && (r.First == 0 || r.First > r.Last) {
+			t.Fatalf("ParseIDRange(%q) = %+v", s, r)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"errors"
+	"net"
 	"strings"
 	"testing"
 )
@@ -85,4 +86,24 @@ func TestQuotaAgentIsInTheIDOnlyWhenEnforced(t *testing.T) {
 			t.Errorf("ParseID(%q) = %v, want ErrMalformedID", bad, err)
 		}
 	}
+}
+
+func FuzzValidateQuotaAgent(f *testing.F) {
+	for _, s := range []string{"nfs:9820", "10.0.0.5:1", "[fd00::1]:9820", "nfs", "nfs:0", "nfs:09820", "fd00::1:9820", "n#s:1", ":1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		if ValidateQuotaAgent(addr) != nil {
+			return
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || net.JoinHostPort(host, port) != addr || host == "" {
+			t.Fatalf("ValidateQuotaAgent accepted %q (host %q, port %q, %v)", addr, host, port, err)
+		}
+		// The agent lands in the volume ID: it must survive the round trip.
+		v := Volume{Server: "s", Share: "/", SubDir: "n", Name: "n", OnDelete: OnDeleteDelete, QuotaAgent: addr}
+		if got, err := ParseID(v.ID()); err != nil || got.QuotaAgent != addr {
+			t.Fatalf("agent %q does not survive the ID: %+v, %v", addr, got, err)
+		}
+	})
 }
