@@ -344,20 +344,29 @@ func TestDeadServerCostsABoundedNumberOfCalls(t *testing.T) {
 	}()
 	var wg sync.WaitGroup
 	var busy atomic.Int32
-	for i := 0; i < 200; i++ {
+	create := func(i int) {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+		defer cancel()
+		v := vol(fmt.Sprintf("pvc-%d", i), fmt.Sprintf("v%d", i), volume.OnDeleteDelete)
+		_, err := e.ws.Create(ctx, v, CreateOptions{Mode: 0o770, UID: 1000, GID: 1000})
+		if errors.Is(err, mount.ErrBusy) {
+			busy.Add(1)
+		} else if err == nil {
+			t.Errorf("Create %d succeeded against a hung server", i)
+		}
+	}
+	// First the calls that get stuck: once the bound's worth are stuck past their deadline, the
+	// server is known dead. (Launched together with the rest, on a loaded machine every call could
+	// reach its deadline before any got stuck, and none would be refused.)
+	for i := 0; i < bound; i++ {
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
-			defer cancel()
-			v := vol(fmt.Sprintf("pvc-%d", i), fmt.Sprintf("v%d", i), volume.OnDeleteDelete)
-			_, err := e.ws.Create(ctx, v, CreateOptions{Mode: 0o770, UID: 1000, GID: 1000})
-			if errors.Is(err, mount.ErrBusy) {
-				busy.Add(1)
-			} else if err == nil {
-				t.Errorf("Create %d succeeded against a hung server", i)
-			}
-		}()
+		go create(i)
+	}
+	eventually(t, "the first calls to be stuck past their deadline", func() bool { return e.ws.limiter.Stuck(testServer) == bound })
+	for i := bound; i < 200; i++ {
+		wg.Add(1)
+		go create(i)
 	}
 	wg.Wait()
 	if n := stuck.Load(); n > bound {
