@@ -455,8 +455,13 @@ func TestLimiterStress(t *testing.T) {
 	// Overrun calls may still be sleeping; they release their slots when they return.
 	eventually(t, "every slot to be released", func() bool { return l.keyCount() == 0 })
 	t.Logf("ok %d, busy %d, timed out %d", ok.Load(), busy.Load(), timedOut.Load())
-	if ok.Load() == 0 {
-		t.Error("no call succeeded")
+	// How many of the storm's calls succeed depends on the machine's load (under -race on a busy
+	// machine every 2 ms deadline can pass); what must hold is that the limiter serves again once the
+	// stuck calls are gone.
+	for _, k := range keys {
+		if err := l.Bounded(context.Background(), k, 10*time.Second, "op", func() error { return nil }); err != nil {
+			t.Errorf("key %s after the storm: %v", k, err)
+		}
 	}
 }
 
