@@ -55,8 +55,7 @@ func (c *controller) GetCapacity(ctx context.Context, req *csi.GetCapacityReques
 }
 
 func (d *Driver) quotaCapacity(ctx context.Context, p volume.Params) (*csi.GetCapacityResponse, error) {
-	v := volume.Volume{Name: "GetCapacity", QuotaAgent: p.Quota.Agent}
-	q, err := d.quotaOf(v)
+	q, err := d.quotaAgent(p.Quota.Agent, "GetCapacity of "+p.Server+":"+p.Share)
 	var qc quota.Capacity
 	if err == nil {
 		qc, err = q.Capacity(ctx, p.Share)

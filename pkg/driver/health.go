@@ -73,14 +73,11 @@ func (c *controller) ControllerListVolumeHealth(ctx context.Context, req *csi.Co
 			return nil, status.Errorf(codes.Aborted, "ControllerListVolumeHealth: starting_token %q is not one this plugin issued; start again without it", t)
 		}
 	}
-	sick, err := c.d.share.ListVolumeHealth(ctx)
+	checked, err := c.d.share.ListVolumesChecked(ctx)
 	if err != nil {
 		return nil, status.Errorf(codeOf(err), "ControllerListVolumeHealth: %v", err)
 	}
-	all, err := c.d.withQuotaHealth(ctx, sick)
-	if err != nil {
-		return nil, status.Errorf(codeOf(err), "ControllerListVolumeHealth: %v", err)
-	}
+	all := c.d.sickVolumes(ctx, checked)
 	ids := make([]string, len(all))
 	for i, lv := range all {
 		ids[i] = lv.ID

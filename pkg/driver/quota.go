@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -20,17 +18,23 @@ import (
 // production. Clients are shared and must not be closed by the caller.
 type QuotaAgents func(addr string) (quota.Quotas, error)
 
-// quotaOf is the agent that enforces v's capacity. A class asks for enforcement; a controller
-// without credentials for agents refuses it rather than make a volume without its limit.
+// quotaOf is the agent that enforces v's capacity.
 func (d *Driver) quotaOf(v volume.Volume) (quota.Quotas, error) {
+	return d.quotaAgent(v.QuotaAgent, "volume "+v.Name)
+}
+
+// quotaAgent is the agent at addr, for what (a volume, a GetCapacity). A class asks for
+// enforcement; a controller without credentials for agents refuses it rather than make a volume
+// without its limit.
+func (d *Driver) quotaAgent(addr, what string) (quota.Quotas, error) {
 	if d.opts.QuotaAgents == nil {
 		return nil, status.Errorf(codes.FailedPrecondition,
-			"volume %s: its class enforces capacity (%s=%s) but this controller has no quota agent credentials: start it with --quota-credentials",
-			v.Name, volume.ParamQuota, volume.QuotaEnforce)
+			"%s: its class enforces capacity (%s=%s) but this controller has no quota agent credentials: start it with --quota-credentials",
+			what, volume.ParamQuota, volume.QuotaEnforce)
 	}
-	q, err := d.opts.QuotaAgents(v.QuotaAgent)
+	q, err := d.opts.QuotaAgents(addr)
 	if err != nil {
-		return nil, fmt.Errorf("quota agent %s: %w", v.QuotaAgent, err)
+		return nil, fmt.Errorf("quota agent %s: %w", addr, err)
 	}
 	return q, nil
 }
@@ -105,28 +109,20 @@ type sickVolume struct {
 	quota *csi.VolumeHealth_VolumeHealthEntry
 }
 
-// withQuotaHealth adds the volumes with enforced capacity that are at or near their limit (or whose
-// usage cannot be read) to the share's sick volumes, keeping the list sorted by ID for paging. It
-// asks each volume's agent once per volume: O(volumes with quotas) calls.
-func (d *Driver) withQuotaHealth(ctx context.Context, sick []share.ListedVolume) ([]sickVolume, error) {
-	out := make([]sickVolume, 0, len(sick))
-	seen := map[string]bool{}
-	for _, lv := range sick {
-		out = append(out, sickVolume{ListedVolume: lv})
-		seen[lv.ID] = true
-	}
-	all, err := d.share.ListVolumes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, lv := range all {
-		if lv.Volume.QuotaAgent == "" || seen[lv.ID] {
-			continue
-		}
-		if e := d.quotaHealth(ctx, lv.Volume); e != nil {
-			out = append(out, sickVolume{ListedVolume: lv, quota: e})
+// sickVolumes picks from the checked volumes (sorted by ID, as paging needs) those with a problem
+// on the export, and those with enforced capacity at or near their limit or whose usage cannot be
+// read: one agent call per volume with a quota and no other problem.
+func (d *Driver) sickVolumes(ctx context.Context, checked []share.ListedVolume) []sickVolume {
+	var out []sickVolume
+	for _, lv := range checked {
+		switch {
+		case lv.Problem != "":
+			out = append(out, sickVolume{ListedVolume: lv})
+		case lv.Volume.QuotaAgent != "":
+			if e := d.quotaHealth(ctx, lv.Volume); e != nil {
+				out = append(out, sickVolume{ListedVolume: lv, quota: e})
+			}
 		}
 	}
-	slices.SortFunc(out, func(a, b sickVolume) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
+	return out
 }

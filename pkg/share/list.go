@@ -44,10 +44,15 @@ func (w *Workspace) ListVolumes(ctx context.Context) ([]ListedVolume, error) {
 	return w.listVolumes(ctx, false)
 }
 
+// ListVolumesChecked is ListVolumes with each volume's Problem set: one stat per volume more.
+func (w *Workspace) ListVolumesChecked(ctx context.Context) ([]ListedVolume, error) {
+	return w.listVolumes(ctx, true)
+}
+
 // ListVolumeHealth lists the volumes with a problem: a claimed directory that is gone or is not a
-// directory. It adds one stat per volume to ListVolumes.
+// directory.
 func (w *Workspace) ListVolumeHealth(ctx context.Context) ([]ListedVolume, error) {
-	all, err := w.listVolumes(ctx, true)
+	all, err := w.ListVolumesChecked(ctx)
 	if err != nil {
 		return nil, err
 	}
