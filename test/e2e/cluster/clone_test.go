@@ -43,6 +43,51 @@ func startSnapshotter(t *testing.T) {
 	}
 }
 
+// takeSnapshot makes the VolumeSnapshot "snap" of claim in ns with class and waits until it is
+// ReadyToUse; it returns its content and the directory of Paddock's copy on ExportA. sidecar is the
+// csi-snapshotter whose log a failure shows.
+func takeSnapshot(t *testing.T, ctx context.Context, snaps snapclient.Interface, ns, claim, class, sidecar string) (*snapv1.VolumeSnapshotContent, string) {
+	t.Helper()
+	vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "snap", Namespace: ns},
+		Spec: snapv1.VolumeSnapshotSpec{VolumeSnapshotClassName: &class,
+			Source: snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(claim)}}}
+	if _, err := snaps.SnapshotV1().VolumeSnapshots(ns).Create(ctx, vs, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var content *snapv1.VolumeSnapshotContent
+	kubeenv.WaitT(t, kubeenv.PhaseTimeout, "VolumeSnapshot snap ReadyToUse", func(ctx context.Context) (bool, string, error) {
+		s, err := snaps.SnapshotV1().VolumeSnapshots(ns).Get(ctx, "snap", metav1.GetOptions{})
+		if err != nil {
+			return false, "", err
+		}
+		if s.Status == nil || !ptr.Deref(s.Status.ReadyToUse, false) || s.Status.BoundVolumeSnapshotContentName == nil {
+			return false, "status " + snapshotStatus(s.Status) + "; sidecar log: " + env.Log(ctx, sidecar, 5), nil
+		}
+		content, err = snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, *s.Status.BoundVolumeSnapshotContentName, metav1.GetOptions{})
+		return err == nil && content.Status != nil && content.Status.SnapshotHandle != nil, "content not ready", nil
+	})
+	sid, err := volume.ParseSnapshotID(*content.Status.SnapshotHandle)
+	if err != nil {
+		t.Fatalf("snapshot handle %q: %v", *content.Status.SnapshotHandle, err)
+	}
+	return content, kubeenv.ExportA + "/.paddock/snapshots/" + sid.Dir
+}
+
+// deleteSnapshot deletes the VolumeSnapshot "snap" in ns and waits until its content is gone.
+func deleteSnapshot(t *testing.T, ctx context.Context, snaps snapclient.Interface, ns string, content *snapv1.VolumeSnapshotContent) {
+	t.Helper()
+	if err := snaps.SnapshotV1().VolumeSnapshots(ns).Delete(ctx, "snap", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubeenv.WaitGone(t, kubeenv.PhaseTimeout, "VolumeSnapshotContent "+content.Name, func(ctx context.Context) (string, error) {
+		c, err := snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, content.Name, metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		return "finalizers " + strings.Join(c.Finalizers, ","), nil
+	})
+}
+
 // sourceFiles writes into dir, on the NFS server itself, what a pod would have left in its volume:
 // a file, a file with an owner and mode in a subdirectory, and a symlink.
 func sourceFiles(t *testing.T, dir string) {
@@ -123,29 +168,7 @@ func TestCloneAndRestoreThroughTheEmbeddedProvisioner(t *testing.T) {
 		t.Cleanup(func() {
 			_ = snaps.SnapshotV1().VolumeSnapshotClasses().Delete(context.Background(), vsc.Name, metav1.DeleteOptions{})
 		})
-		vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "snap", Namespace: ns},
-			Spec: snapv1.VolumeSnapshotSpec{VolumeSnapshotClassName: &vsc.Name,
-				Source: snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("src")}}}
-		if _, err := snaps.SnapshotV1().VolumeSnapshots(ns).Create(ctx, vs, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		var content *snapv1.VolumeSnapshotContent
-		kubeenv.WaitT(t, kubeenv.PhaseTimeout, "VolumeSnapshot snap ReadyToUse", func(ctx context.Context) (bool, string, error) {
-			s, err := snaps.SnapshotV1().VolumeSnapshots(ns).Get(ctx, "snap", metav1.GetOptions{})
-			if err != nil {
-				return false, "", err
-			}
-			if s.Status == nil || s.Status.ReadyToUse == nil || !*s.Status.ReadyToUse || s.Status.BoundVolumeSnapshotContentName == nil {
-				return false, "status " + snapshotStatus(s.Status) + "; sidecar log: " + env.Log(ctx, snapName, 5), nil
-			}
-			content, err = snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, *s.Status.BoundVolumeSnapshotContentName, metav1.GetOptions{})
-			return err == nil && content.Status != nil && content.Status.SnapshotHandle != nil, "content not ready", nil
-		})
-		sid, err := volume.ParseSnapshotID(*content.Status.SnapshotHandle)
-		if err != nil {
-			t.Fatalf("snapshot handle %q: %v", *content.Status.SnapshotHandle, err)
-		}
-		snapDir := kubeenv.ExportA + "/.paddock/snapshots/" + sid.Dir
+		content, snapDir := takeSnapshot(t, ctx, snaps, ns, "src", vsc.Name, snapName)
 		checkCopy(t, snapDir+"/data")
 
 		// Written after the snapshot: the restore must not see it.
@@ -157,16 +180,7 @@ func TestCloneAndRestoreThroughTheEmbeddedProvisioner(t *testing.T) {
 		checkCopy(t, kubeenv.ExportA+"/"+ns+"/restored", "after.txt")
 
 		// Deleting the VolumeSnapshot (deletionPolicy Delete) has the sidecar delete its copy.
-		if err := snaps.SnapshotV1().VolumeSnapshots(ns).Delete(ctx, "snap", metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		kubeenv.WaitGone(t, kubeenv.PhaseTimeout, "VolumeSnapshotContent "+content.Name, func(ctx context.Context) (string, error) {
-			c, err := snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, content.Name, metav1.GetOptions{})
-			if err != nil {
-				return "", err
-			}
-			return "finalizers " + strings.Join(c.Finalizers, ","), nil
-		})
+		deleteSnapshot(t, ctx, snaps, ns, content)
 		if exists(t, snapDir) {
 			t.Errorf("snapshot copy %s still on the export after the VolumeSnapshot was deleted", snapDir)
 		}

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	snapv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	v1 "k8s.io/api/core/v1"
@@ -32,7 +31,6 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
-	"github.com/paddock-csi/paddock/pkg/volume"
 	"github.com/paddock-csi/paddock/test/e2e/kubeenv"
 )
 
@@ -504,42 +502,11 @@ func TestSnapshotsComponentForReal(t *testing.T) {
 		}
 	}
 	snaps := snapshotClient(t)
-	vs := &snapv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "snap", Namespace: ns},
-		Spec: snapv1.VolumeSnapshotSpec{VolumeSnapshotClassName: &class,
-			Source: snapv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("data")}}}
-	if _, err := snaps.SnapshotV1().VolumeSnapshots(ns).Create(ctx, vs, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	var content *snapv1.VolumeSnapshotContent
-	kubeenv.WaitT(t, kubeenv.PhaseTimeout, "VolumeSnapshot snap ReadyToUse", func(ctx context.Context) (bool, string, error) {
-		s, err := snaps.SnapshotV1().VolumeSnapshots(ns).Get(ctx, "snap", metav1.GetOptions{})
-		if err != nil {
-			return false, "", err
-		}
-		if s.Status == nil || !ptr.Deref(s.Status.ReadyToUse, false) || s.Status.BoundVolumeSnapshotContentName == nil {
-			return false, "status " + snapshotStatus(s.Status) + "; sidecar log: " + env.Log(ctx, name, 5), nil
-		}
-		content, err = snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, *s.Status.BoundVolumeSnapshotContentName, metav1.GetOptions{})
-		return err == nil && content.Status != nil && content.Status.SnapshotHandle != nil, "content not ready", nil
-	})
-	sid, err := volume.ParseSnapshotID(*content.Status.SnapshotHandle)
-	if err != nil {
-		t.Fatalf("snapshot handle %q: %v", *content.Status.SnapshotHandle, err)
-	}
-	copyDir := kubeenv.ExportA + "/.paddock/snapshots/" + sid.Dir
+	content, copyDir := takeSnapshot(t, ctx, snaps, ns, "data", class, name)
 	if got := readFile(t, copyDir+"/data/f.txt"); got != "snap me" {
 		t.Errorf("the snapshot's copy of f.txt is %q, want %q", got, "snap me")
 	}
-	if err := snaps.SnapshotV1().VolumeSnapshots(ns).Delete(ctx, "snap", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	kubeenv.WaitGone(t, kubeenv.PhaseTimeout, "VolumeSnapshotContent "+content.Name, func(ctx context.Context) (string, error) {
-		c, err := snaps.SnapshotV1().VolumeSnapshotContents().Get(ctx, content.Name, metav1.GetOptions{})
-		if err != nil {
-			return "", err
-		}
-		return "finalizers " + strings.Join(c.Finalizers, ","), nil
-	})
+	deleteSnapshot(t, ctx, snaps, ns, content)
 	if exists(t, copyDir) {
 		t.Errorf("the snapshot's copy %s is still there after its VolumeSnapshot was deleted", copyDir)
 	}

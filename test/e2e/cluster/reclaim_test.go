@@ -11,7 +11,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/paddock-csi/paddock/test/e2e/kubeenv"
@@ -200,30 +199,7 @@ func TestStaticRecyclePV(t *testing.T) {
 	writeFile(t, neighbour+"/keep.txt", "neighbour")
 
 	pvName := ns + "-scratch"
-	pv := &v1.PersistentVolume{
-		ObjectMeta: metav1.ObjectMeta{Name: pvName},
-		Spec: v1.PersistentVolumeSpec{
-			Capacity:                      v1.ResourceList{v1.ResourceStorage: resource.MustParse("10Gi")},
-			AccessModes:                   []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRecycle,
-			StorageClassName:              "",
-			MountOptions:                  []string{"nfsvers=4.1"},
-			PersistentVolumeSource: v1.PersistentVolumeSource{CSI: &v1.CSIPersistentVolumeSource{
-				Driver:           kubeenv.Driver,
-				VolumeHandle:     "static-" + ns,
-				VolumeAttributes: map[string]string{"server": kubeenv.Server, "share": kubeenv.ExportB, "subDir": subDir},
-			}},
-		},
-	}
-	ctx := kubeenv.Context(t, 10*time.Minute)
-	if _, err := env.Cluster.Client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = env.Cluster.Client.CoreV1().PersistentVolumes().Delete(ctx, pvName, metav1.DeleteOptions{})
-	})
+	staticRecyclePV(t, pvName, kubeenv.ExportB, subDir, "10Gi")
 	createClaim(t, ns, "scratch", claimOpts{volumeName: pvName, size: "10Gi"})
 	env.WaitBound(t, ns, "scratch")
 	env.DeleteClaim(t, ns, "scratch")

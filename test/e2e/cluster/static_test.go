@@ -31,7 +31,7 @@ func TestStaticRecyclePVsOnOneExport(t *testing.T) {
 	for _, l := range labels {
 		env.ShT(t, "mkdir -p "+kubeenv.Quote(dirOf(l))+" && chmod 0777 "+kubeenv.Quote(dirOf(l)))
 		writeFile(t, dirOf(l)+"/before.txt", l)
-		staticRecyclePV(t, ns+"-"+l, kubeenv.ExportB, ns+"-"+l)
+		staticRecyclePV(t, ns+"-"+l, kubeenv.ExportB, ns+"-"+l, "1Gi")
 	}
 	release010Static(t, kubeenv.ExportB, ns+"-old")
 	t.Cleanup(func() {
@@ -78,14 +78,14 @@ func TestStaticRecyclePVsOnOneExport(t *testing.T) {
 	env.ShT(t, "rm -rf "+strings.Join(dirs, " "))
 }
 
-// staticRecyclePV is an administrator's PV with reclaim policy Recycle over export/subDir, as in
-// deploy/examples/static-pv-recycle.yaml; it is deleted when the test ends.
-func staticRecyclePV(t *testing.T, name, export, subDir string) {
+// staticRecyclePV is an administrator's PV of size with reclaim policy Recycle over export/subDir, as
+// in deploy/examples/static-pv-recycle.yaml; it is deleted when the test ends.
+func staticRecyclePV(t *testing.T, name, export, subDir, size string) {
 	t.Helper()
 	pv := &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: v1.PersistentVolumeSpec{
-			Capacity:                      v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")},
+			Capacity:                      v1.ResourceList{v1.ResourceStorage: resource.MustParse(size)},
 			AccessModes:                   []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
 			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRecycle,
 			StorageClassName:              "",
